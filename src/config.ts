@@ -1,0 +1,67 @@
+/**
+ * Engine settings: config/default.json, overridden by an optional site file and by CLI flags.
+ * Every rejected value names its key, the value, and what is allowed.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FIT_MODES, type FitMode } from './features/image.ts';
+import { EXECUTION_PROVIDERS, type ExecutionProvider } from './features/session.ts';
+
+export interface EngineConfig {
+  backbone: string;
+  features: { width: number; height: number; fit: FitMode; pre_dim: number; dim: number };
+  coreset: { ratio: number; projection_dim: number; seed: number; dtype: 'float32' | 'float16' };
+  scoring: { reweight_neighbours: number; heatmap_sigma: number };
+  runtime: { provider: ExecutionProvider; threads: number };
+}
+
+export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+export class ConfigError extends Error {}
+
+function merge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    if (v && typeof v === 'object' && !Array.isArray(v) && base[k] && typeof base[k] === 'object') out[k] = merge(base[k] as Record<string, unknown>, v as Record<string, unknown>);
+    else out[k] = v;
+  }
+  return out;
+}
+
+function check(cond: boolean, key: string, value: unknown, allowed: string): void {
+  if (!cond) throw new ConfigError(`config "${key}" = ${JSON.stringify(value)} is invalid: ${allowed}`);
+}
+
+export function validateEngineConfig(c: EngineConfig): EngineConfig {
+  const int = (v: unknown) => Number.isInteger(v);
+  check(int(c.features.width) && c.features.width >= 32 && c.features.width <= 4096, 'features.width', c.features.width, 'an integer from 32 to 4096');
+  check(int(c.features.height) && c.features.height >= 32 && c.features.height <= 4096, 'features.height', c.features.height, 'an integer from 32 to 4096');
+  check(FIT_MODES.includes(c.features.fit), 'features.fit', c.features.fit, `one of ${FIT_MODES.join(', ')}`);
+  check(int(c.features.pre_dim) && c.features.pre_dim >= 1, 'features.pre_dim', c.features.pre_dim, 'a positive integer');
+  check(int(c.features.dim) && c.features.dim >= 1, 'features.dim', c.features.dim, 'a positive integer');
+  check(typeof c.coreset.ratio === 'number' && c.coreset.ratio > 0 && c.coreset.ratio <= 1, 'coreset.ratio', c.coreset.ratio, 'a number in (0, 1]');
+  check(int(c.coreset.projection_dim) && c.coreset.projection_dim >= 0, 'coreset.projection_dim', c.coreset.projection_dim, 'an integer >= 0 (0 = no projection)');
+  check(int(c.coreset.seed), 'coreset.seed', c.coreset.seed, 'an integer');
+  check(c.coreset.dtype === 'float32' || c.coreset.dtype === 'float16', 'coreset.dtype', c.coreset.dtype, 'float32 or float16');
+  check(int(c.scoring.reweight_neighbours) && c.scoring.reweight_neighbours >= 0, 'scoring.reweight_neighbours', c.scoring.reweight_neighbours, 'an integer >= 0 (0 = off, the paper uses 9)');
+  check(typeof c.scoring.heatmap_sigma === 'number' && c.scoring.heatmap_sigma > 0, 'scoring.heatmap_sigma', c.scoring.heatmap_sigma, 'a positive number');
+  check(EXECUTION_PROVIDERS.includes(c.runtime.provider), 'runtime.provider', c.runtime.provider, `one of ${EXECUTION_PROVIDERS.join(', ')}`);
+  check(int(c.runtime.threads) && c.runtime.threads >= 0, 'runtime.threads', c.runtime.threads, 'an integer >= 0 (0 = all cores)');
+  return c;
+}
+
+export function loadEngineConfig(siteFile?: string, overrides: Record<string, unknown> = {}): EngineConfig {
+  const readJson = (p: string) => {
+    try {
+      return JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw new ConfigError(`cannot read config ${p}: ${(e as Error).message}`);
+    }
+  };
+  let c = readJson(resolve(PROJECT_ROOT, 'config', 'default.json'));
+  if (siteFile) c = merge(c, readJson(siteFile));
+  c = merge(c, overrides);
+  if (!c.backbone && process.env.HCE_BACKBONE) c.backbone = process.env.HCE_BACKBONE;
+  return validateEngineConfig(c as unknown as EngineConfig);
+}

@@ -1,0 +1,25 @@
+import * as ort from 'onnxruntime-node';
+
+export type ExecutionProvider = 'cpu' | 'cuda' | 'tensorrt';
+export const EXECUTION_PROVIDERS: ExecutionProvider[] = ['cpu', 'cuda', 'tensorrt'];
+
+/**
+ * Create a session on the configured provider. The npm package ships CPU kernels only, so a GPU
+ * provider that cannot be created falls back to CPU with a warning instead of stopping the line.
+ */
+export async function createSession(model: Uint8Array, provider: ExecutionProvider = 'cpu', threads?: number, warn: (msg: string) => void = (m) => console.warn(m)): Promise<ort.InferenceSession> {
+  const base: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: threads ?? 0,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+  };
+  if (provider !== 'cpu') {
+    try {
+      return await ort.InferenceSession.create(model, { ...base, executionProviders: [provider, 'cpu'] });
+    } catch (e) {
+      warn(`execution provider "${provider}" is not available (${(e as Error).message.split('\n')[0]}); falling back to CPU. See deploy/JETSON.md for a GPU build of onnxruntime.`);
+    }
+  }
+  return ort.InferenceSession.create(model, { ...base, executionProviders: ['cpu'] });
+}

@@ -1,0 +1,104 @@
+/**
+ * PatchCore scoring of one frame's patch features against one memory bank: patch scores and heatmap
+ * from the ONNX kNN graph, image score = max patch score, optionally re-weighted (paper Eq. 7).
+ */
+import type * as ort from 'onnxruntime-node';
+import { Tensor } from 'onnxruntime-node';
+import { buildKnnGraph } from './knn-graph.ts';
+import { createSession, type ExecutionProvider } from '../features/session.ts';
+
+export interface ScorerOptions {
+  gridHeight: number;
+  gridWidth: number;
+  height: number;
+  width: number;
+  sigma?: number;
+  /** neighbours for the Eq. 7 re-weighting; 0 disables it (image score = max patch distance) */
+  reweightNeighbours?: number;
+  provider?: ExecutionProvider;
+  threads?: number;
+}
+
+export interface ScoreResult {
+  score: number;
+  maxPatch: number;
+  patchScores: Float32Array;
+  heatmap: Float32Array; // [height, width]
+  timings: { knn: number; reweight: number };
+}
+
+function sq(a: Float32Array, ao: number, b: Float32Array, bo: number, d: number): number {
+  let s = 0;
+  for (let k = 0; k < d; k++) {
+    const t = a[ao + k] - b[bo + k];
+    s += t * t;
+  }
+  return s;
+}
+
+/** k nearest rows of `bank` to the query (brute force), nearest first: [index, distance]. */
+export function nearestRows(bank: Float32Array, m: number, dim: number, q: Float32Array, qo: number, k: number): [number, number][] {
+  const best: [number, number][] = [];
+  for (let j = 0; j < m; j++) {
+    const d = sq(bank, j * dim, q, qo, dim);
+    if (best.length < k || d < best[best.length - 1][1]) {
+      best.push([j, d]);
+      best.sort((a, b) => a[1] - b[1]);
+      if (best.length > k) best.pop();
+    }
+  }
+  return best.map(([j, d]) => [j, Math.sqrt(d)]);
+}
+
+/**
+ * Eq. 7 of Roth et al.: s = (1 - softmax over the b neighbourhood of m*) * s*, where the neighbourhood
+ * is m* and its nearest bank neighbours, and distances are from the test patch. A test patch whose
+ * nearest bank entry sits in a sparse region of the bank gets a higher score.
+ */
+export function reweightScore(bank: Float32Array, m: number, dim: number, patch: Float32Array, po: number, neighbours: number): { score: number; weight: number } {
+  const [nearest] = nearestRows(bank, m, dim, patch, po, 1);
+  const support = nearestRows(bank, m, dim, bank, nearest[0] * dim, Math.min(neighbours, m));
+  const dists = support.map(([j]) => Math.sqrt(sq(bank, j * dim, patch, po, dim)));
+  const mx = Math.max(...dists);
+  const ex = dists.map((d) => Math.exp(d - mx));
+  const total = ex.reduce((a, b) => a + b, 0);
+  const weight = 1 - ex[0] / total;
+  return { score: weight * nearest[1], weight };
+}
+
+export class PatchScorer {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly bank: Float32Array,
+    readonly m: number,
+    readonly dim: number,
+    readonly opts: Required<Pick<ScorerOptions, 'gridHeight' | 'gridWidth' | 'height' | 'width' | 'sigma' | 'reweightNeighbours'>>,
+  ) {}
+
+  static async create(bank: Float32Array, m: number, dim: number, opts: ScorerOptions): Promise<PatchScorer> {
+    const full = { sigma: 4, reweightNeighbours: 0, ...opts };
+    const graph = buildKnnGraph({ bank, m, dim, gridHeight: full.gridHeight, gridWidth: full.gridWidth, height: full.height, width: full.width, sigma: full.sigma });
+    const session = await createSession(graph, opts.provider ?? 'cpu', opts.threads);
+    return new PatchScorer(session, bank, m, dim, full);
+  }
+
+  async score(patches: Float32Array): Promise<ScoreResult> {
+    const P = this.opts.gridHeight * this.opts.gridWidth;
+    if (patches.length !== P * this.dim) throw new Error(`expected ${P}x${this.dim} patch features, got ${patches.length} values`);
+    const t0 = performance.now();
+    const out = await this.session.run({ patches: new Tensor('float32', patches, [P, this.dim]) });
+    const patchScores = out.patch_scores.data as Float32Array;
+    const heatmap = out.heatmap.data as Float32Array;
+    let maxPatch = 0;
+    for (let i = 1; i < P; i++) if (patchScores[i] > patchScores[maxPatch]) maxPatch = i;
+    const t1 = performance.now();
+    let score = patchScores[maxPatch];
+    if (this.opts.reweightNeighbours > 0) score = reweightScore(this.bank, this.m, this.dim, patches, maxPatch * this.dim, this.opts.reweightNeighbours).score;
+    const t2 = performance.now();
+    return { score, maxPatch, patchScores, heatmap, timings: { knn: t1 - t0, reweight: t2 - t1 } };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
