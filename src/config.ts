@@ -10,7 +10,7 @@ import { EXECUTION_PROVIDERS, type ExecutionProvider } from './features/session.
 
 export interface EngineConfig {
   backbone: string;
-  features: { width: number; height: number; fit: FitMode; pre_dim: number; dim: number };
+  features: { input_size: string; fit: FitMode; pre_dim: number; dim: number };
   coreset: { ratio: number; projection_dim: number; seed: number; dtype: 'float32' | 'float16' };
   scoring: { reweight_neighbours: number; heatmap_sigma: number };
   runtime: { provider: ExecutionProvider; threads: number };
@@ -35,8 +35,8 @@ function check(cond: boolean, key: string, value: unknown, allowed: string): voi
 
 export function validateEngineConfig(c: EngineConfig): EngineConfig {
   const int = (v: unknown) => Number.isInteger(v);
-  check(int(c.features.width) && c.features.width >= 32 && c.features.width <= 4096, 'features.width', c.features.width, 'an integer from 32 to 4096');
-  check(int(c.features.height) && c.features.height >= 32 && c.features.height <= 4096, 'features.height', c.features.height, 'an integer from 32 to 4096');
+  const size = c.features.input_size === 'auto' ? null : parseInputSize(c.features.input_size);
+  check(c.features.input_size === 'auto' || size !== null, 'features.input_size', c.features.input_size, '"auto" or WIDTHxHEIGHT with each side from 32 to 4096, e.g. "224x224"');
   check(FIT_MODES.includes(c.features.fit), 'features.fit', c.features.fit, `one of ${FIT_MODES.join(', ')}`);
   check(int(c.features.pre_dim) && c.features.pre_dim >= 1, 'features.pre_dim', c.features.pre_dim, 'a positive integer');
   check(int(c.features.dim) && c.features.dim >= 1, 'features.dim', c.features.dim, 'a positive integer');
@@ -49,6 +49,28 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
   check(EXECUTION_PROVIDERS.includes(c.runtime.provider), 'runtime.provider', c.runtime.provider, `one of ${EXECUTION_PROVIDERS.join(', ')}`);
   check(int(c.runtime.threads) && c.runtime.threads >= 0, 'runtime.threads', c.runtime.threads, 'an integer >= 0 (0 = all cores)');
   return c;
+}
+
+export function parseInputSize(v: unknown): { width: number; height: number } | null {
+  const m = typeof v === 'string' ? /^(\d+)x(\d+)$/.exec(v) : null;
+  if (!m) return null;
+  const width = Number(m[1]);
+  const height = Number(m[2]);
+  return width >= 32 && width <= 4096 && height >= 32 && height <= 4096 ? { width, height } : null;
+}
+
+/** Pixel budget of the "auto" input size: the 224x224 the reference backbones were trained at. */
+export const AUTO_INPUT_AREA = 224 * 224;
+
+/**
+ * "auto": keep the frames' aspect ratio at the same pixel budget as 224x224, sides rounded to
+ * multiples of 32 (the deepest stride), so a tall or wide frame is neither cropped nor mostly padding.
+ */
+export function autoInputSize(frameWidth: number, frameHeight: number): { width: number; height: number } {
+  const w = Math.sqrt((AUTO_INPUT_AREA * frameWidth) / frameHeight);
+  const h = AUTO_INPUT_AREA / w;
+  const r = (v: number) => Math.min(4096, Math.max(64, Math.round(v / 32) * 32));
+  return { width: r(w), height: r(h) };
 }
 
 export function loadEngineConfig(siteFile?: string, overrides: Record<string, unknown> = {}): EngineConfig {

@@ -3,18 +3,18 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { importTflite } from '../features/import-tflite.ts';
-import { loadEngineConfig, type EngineConfig } from '../config.ts';
+import { autoInputSize, loadEngineConfig, parseInputSize, type EngineConfig } from '../config.ts';
 import { evaluate } from '../eval/evaluate.ts';
 import { listCategories } from '../eval/dataset.ts';
 import { Progress } from '../util/progress.ts';
-import { FeatureExtractor } from '../features/extractor.ts';
+import { FeatureExtractor, type FeatureSettings } from '../features/extractor.ts';
+import { readImage } from '../features/image.ts';
 import { buildBank } from '../score/patchcore.ts';
 import { readBankFile, writeBankFile } from '../score/bank-file.ts';
 
-function parseSize(v: string): { width: number; height: number } {
-  const m = /^(\d+)x(\d+)$/.exec(v);
-  if (!m) throw new InvalidArgumentError('expected WIDTHxHEIGHT, e.g. 224x224');
-  return { width: Number(m[1]), height: Number(m[2]) };
+function parseSize(v: string): string {
+  if (v !== 'auto' && !parseInputSize(v)) throw new InvalidArgumentError('expected "auto" or WIDTHxHEIGHT (32..4096 each), e.g. 224x224');
+  return v;
 }
 function parseIntArg(v: string): number {
   const n = Number(v);
@@ -30,7 +30,7 @@ function parseNum(v: string): number {
 interface EngineFlags {
   config?: string;
   backbone?: string;
-  inputSize?: { width: number; height: number };
+  inputSize?: string;
   fit?: string;
   dim?: number;
   preDim?: number;
@@ -47,7 +47,7 @@ function engineOptions(cmd: Command): Command {
   return cmd
     .option('--config <file>', 'site config JSON merged over config/default.json')
     .option('--backbone <dir>', 'backbone directory (backbone.json + backbone.onnx); default: config "backbone" or $HCE_BACKBONE')
-    .option('--input-size <WxH>', 'network input size (non-square allowed)', parseSize)
+    .option('--input-size <WxH|auto>', 'network input size; auto = the frames\' aspect ratio at 224x224 pixels', parseSize)
     .option('--fit <mode>', 'letterbox | stretch | crop')
     .option('--dim <n>', 'patch feature dimension', parseIntArg)
     .option('--pre-dim <n>', 'per-layer pooled dimension before concatenation', parseIntArg)
@@ -65,7 +65,7 @@ function engineConfig(f: EngineFlags): EngineConfig {
   const feat = o.features as Record<string, unknown>;
   const cs = o.coreset as Record<string, unknown>;
   if (f.backbone) o.backbone = f.backbone;
-  if (f.inputSize) Object.assign(feat, f.inputSize);
+  if (f.inputSize) feat.input_size = f.inputSize;
   if (f.fit) feat.fit = f.fit;
   if (f.dim !== undefined) feat.dim = f.dim;
   if (f.preDim !== undefined) feat.pre_dim = f.preDim;
@@ -81,8 +81,10 @@ function engineConfig(f: EngineFlags): EngineConfig {
   return c;
 }
 
-export function featureSettings(c: EngineConfig) {
-  return { width: c.features.width, height: c.features.height, fit: c.features.fit, preDim: c.features.pre_dim, dim: c.features.dim };
+/** Feature settings for frames of the given size (needed to resolve input_size "auto"). */
+export function featureSettings(c: EngineConfig, frame: { width: number; height: number }): FeatureSettings {
+  const size = c.features.input_size === 'auto' ? autoInputSize(frame.width, frame.height) : parseInputSize(c.features.input_size)!;
+  return { ...size, fit: c.features.fit, preDim: c.features.pre_dim, dim: c.features.dim };
 }
 export function coresetSettings(c: EngineConfig) {
   return { ratio: c.coreset.ratio, projectionDim: c.coreset.projection_dim, seed: c.coreset.seed, dtype: c.coreset.dtype };
@@ -123,7 +125,7 @@ export function buildProgram(): Command {
         dataset: resolve(o.dataset),
         categories,
         backbone: resolve(c.backbone),
-        features: featureSettings(c),
+        features: (frame) => featureSettings(c, frame),
         coreset: coresetSettings(c),
         reweightNeighbours: c.scoring.reweight_neighbours,
         provider: c.runtime.provider,
@@ -155,7 +157,8 @@ export function buildProgram(): Command {
     const { listImages } = await import('../eval/dataset.ts');
     const images = listImages(resolve(o.images));
     if (images.length === 0) throw new Error(`no PNG/JPEG/BMP images in ${o.images}`);
-    const fx = await FeatureExtractor.load(resolve(c.backbone), featureSettings(c), { provider: c.runtime.provider, threads: c.runtime.threads });
+    const first = await readImage(images[0]);
+    const fx = await FeatureExtractor.load(resolve(c.backbone), featureSettings(c, first), { provider: c.runtime.provider, threads: c.runtime.threads });
     const b = await buildBank(fx, images, coresetSettings(c), new Progress().update);
     writeBankFile(resolve(o.out), b);
     console.log(`wrote ${o.out}: ${b.header.count} x ${b.header.dim} from ${images.length} images (${b.header.coreset.source_patches} patches)`);

@@ -18,7 +18,8 @@ export interface EvaluateOptions {
   dataset: string;
   categories: string[];
   backbone: string;
-  features: FeatureSettings;
+  /** feature settings for a category whose first training image has this size */
+  features: (frame: { width: number; height: number }) => FeatureSettings;
   coreset: CoresetSettings;
   reweightNeighbours: number;
   provider: ExecutionProvider;
@@ -44,6 +45,7 @@ export interface CategoryResult {
   coreset_build_s: number;
   fit_s: number;
   latency_ms: { mean: number; p50: number; p95: number; p99: number };
+  input_size?: string;
 }
 
 export interface EvaluationReport {
@@ -74,11 +76,16 @@ function round(v: number | null, digits = 4): number | null {
 }
 
 export async function evaluate(opts: EvaluateOptions, progress: Progress): Promise<EvaluationReport> {
-  const extractor = await FeatureExtractor.load(opts.backbone, opts.features, { provider: opts.provider, threads: opts.threads });
   const results: Record<string, CategoryResult> = {};
-  const { width, height } = opts.features;
+  const perCategory: Record<string, FeatureSettings> = {};
+  let backboneId = '';
   for (const name of opts.categories) {
     const cat = loadCategory(opts.dataset, name);
+    const features = opts.features(await readImage(cat.train[0]));
+    perCategory[name] = features;
+    const { width, height } = features;
+    const extractor = await FeatureExtractor.load(opts.backbone, features, { provider: opts.provider, threads: opts.threads });
+    backboneId = extractor.sidecar.id;
     progress.log(`[${name}] ${cat.train.length} train images, ${cat.test.length} test images${cat.hasMasks ? '' : ' (no masks: image metrics only)'}`);
     const tFit = performance.now();
     const bank = await buildBank(extractor, cat.train, opts.coreset, (s, d, t) => progress.update(`[${name}] ${s}`, d, t));
@@ -103,7 +110,7 @@ export async function evaluate(opts: EvaluateOptions, progress: Progress): Promi
       scores.push(r.score);
       labels.push(t.anomalous ? 1 : 0);
       if (cat.hasMasks) {
-        const mask = await readMask(t.mask, img.width, img.height, opts.features);
+        const mask = await readMask(t.mask, img.width, img.height, features);
         const valid = new Uint8Array(width * height);
         const c = r.geometry.content;
         for (let y = c.y; y < c.y + c.height; y++) valid.fill(1, y * width + c.x, y * width + c.x + c.width);
@@ -118,7 +125,7 @@ export async function evaluate(opts: EvaluateOptions, progress: Progress): Promi
       const high = Math.max(...scores);
       for (const s of saved) {
         const img = await readImage(s.path);
-        const { data } = await fitImage(img, width, height, opts.features.fit);
+        const { data } = await fitImage(img, width, height, features.fit);
         const png = await encodeRgb(overlayRgb(data, s.heatmap, width, height, low, high), width, height);
         const t = test[s.i];
         writeFileSync(join(heatDir, `${t.defect}_${t.path.split('/').pop()!.replace(/\.\w+$/, '')}_score${scores[s.i].toFixed(2)}.png`), png);
@@ -147,17 +154,18 @@ export async function evaluate(opts: EvaluateOptions, progress: Progress): Promi
         p99: round(percentile(sortedLat, 0.99), 2)!,
       },
     };
+    results[name].input_size = `${width}x${height}`;
     progress.log(`[${name}] image AUROC ${results[name].image_auroc}  pixel AUROC ${results[name].pixel_auroc}  PRO ${results[name].pro}  F1-max ${results[name].f1_max}`);
     await model.release();
+    await extractor.release();
   }
-  await extractor.release();
   const mean: Record<string, number | null> = {};
   for (const key of ['image_auroc', 'pixel_auroc', 'pro', 'f1_max'] as const) {
     const vals = Object.values(results).map((r) => r[key]).filter((v): v is number => v !== null);
     mean[key] = vals.length ? round(vals.reduce((a, b) => a + b, 0) / vals.length) : null;
   }
   return {
-    settings: { backbone: extractor.sidecar.id, features: opts.features, coreset: opts.coreset, reweight_neighbours: opts.reweightNeighbours, provider: opts.provider },
+    settings: { backbone: backboneId, features: perCategory, coreset: opts.coreset, reweight_neighbours: opts.reweightNeighbours, provider: opts.provider },
     categories: results,
     mean,
   };

@@ -83,7 +83,14 @@ export class FeatureExtractor {
     patchOutputs.sort((a, b) => a.stride - b.stride);
     const semantic = sidecar.outputs.find((o) => o.role === 'semantic')!;
     appendPatchHead(model, { patchOutputs, semanticOutput: semantic.name, preDim: settings.preDim, dim: settings.dim }, [1, 3, settings.height, settings.width]);
-    const session = await createSession(encodeModel(model), opts.provider ?? 'cpu', opts.threads);
+    const misfit = (e: unknown) =>
+      new BackboneError(`backbone "${sidecar.id}" does not fit its sidecar at ${settings.width}x${settings.height} (a test forward pass failed): ${(e as Error).message}`);
+    let session: ort.InferenceSession;
+    try {
+      session = await createSession(encodeModel(model), opts.provider ?? 'cpu', opts.threads);
+    } catch (e) {
+      throw misfit(e);
+    }
 
     // Validate against the sidecar with one dummy forward pass: shapes and finiteness.
     const dummy = new ort.Tensor('float32', new Float32Array(3 * settings.width * settings.height), [1, 3, settings.height, settings.width]);
@@ -91,7 +98,7 @@ export class FeatureExtractor {
     try {
       out = await session.run({ [sidecar.input.name]: dummy });
     } catch (e) {
-      throw new BackboneError(`backbone "${sidecar.id}" failed a test forward pass at ${settings.width}x${settings.height}: ${(e as Error).message}`);
+      throw misfit(e);
     }
     const patches = out[HEAD_PATCHES];
     const sem = out[HEAD_SEMANTIC];
@@ -106,10 +113,6 @@ export class FeatureExtractor {
     }
     if (sem.dims[1] !== semantic.channels) {
       throw new BackboneError(`backbone "${sidecar.id}": semantic output "${semantic.name}" has ${sem.dims[1]} channels, the sidecar says ${semantic.channels}`);
-    }
-    for (const p of patchOutputs) {
-      // Validated indirectly through the head's MatMul (its weight has the sidecar's channel count): a mismatch fails the run above.
-      void p;
     }
     return new FeatureExtractor(backbone, modelSha256, settings, session, gh, gw, semantic.channels);
   }

@@ -53,7 +53,14 @@ export function buildKnnGraph(spec: KnnGraphSpec): Uint8Array {
   const a2 = g.op('ReduceSumSquare', ['patches'], { axes: [1], keepdims: 0 });
   const d2 = g.op('Relu', [g.op('Add', [minCross, a2])]);
   g.op('Sqrt', [d2], {}, 'patch_scores');
+  g.outputs.push({ name: 'patch_scores', dims: [P] });
+  return g.toModel('knn', 'hiercore-edge nearest-neighbour scorer');
+}
 
+/** Patch scores [gh*gw] -> anomaly map [height, width]. */
+export function buildHeatmapGraph(spec: Omit<KnnGraphSpec, 'bank' | 'm' | 'dim'>): Uint8Array {
+  const g = new GraphBuilder('heat_');
+  g.inputs.push({ name: 'patch_scores', dims: [spec.gridHeight * spec.gridWidth] });
   const grid = g.op('Reshape', ['patch_scores', g.constInt64('grid', [1, 1, spec.gridHeight, spec.gridWidth])]);
   const up = g.op('Resize', [grid, '', '', g.constInt64('size', [1, 1, spec.height, spec.width])], {
     mode: 'linear',
@@ -67,8 +74,8 @@ export function buildKnnGraph(spec: KnnGraphSpec): Uint8Array {
   const v = g.op('Conv', [padded, g.constFloat('kv', [1, 1, k.length, 1], k)]);
   const h = g.op('Conv', [v, g.constFloat('kh', [1, 1, 1, k.length], k)]);
   g.op('Reshape', [h, g.constInt64('hw', [spec.height, spec.width])], {}, 'heatmap');
-  g.outputs.push({ name: 'patch_scores', dims: [P] }, { name: 'heatmap', dims: [spec.height, spec.width] });
-  return g.toModel('knn', 'hiercore-edge nearest-neighbour scorer');
+  g.outputs.push({ name: 'heatmap', dims: [spec.height, spec.width] });
+  return g.toModel('heatmap', 'hiercore-edge anomaly map');
 }
 
 /** The plain MatMul of the same shape as the scorer's, as a speed reference for the benchmark. */

@@ -51,7 +51,7 @@ export interface Inspection {
   heatmap: Float32Array;
   geometry: Geometry;
   semantic: Float32Array;
-  timings: { preprocess: number; backbone: number; knn: number; reweight: number };
+  timings: { preprocess: number; backbone: number; knn: number; reweight: number; heatmap: number };
 }
 
 /** One bank plus the extractor that feeds it. */
@@ -80,7 +80,7 @@ export class PatchCoreModel {
   async inspect(img: RgbImage): Promise<Inspection> {
     const f = await this.extractor.extract(img);
     const r = await this.scorer.score(f.patches);
-    return { score: r.score, heatmap: r.heatmap, geometry: f.geometry, semantic: f.semantic, timings: { ...f.timings, knn: r.timings.knn, reweight: r.timings.reweight } };
+    return { score: r.score, heatmap: r.heatmap, geometry: f.geometry, semantic: f.semantic, timings: { ...f.timings, ...r.timings } };
   }
 
   async release(): Promise<void> {

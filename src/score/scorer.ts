@@ -4,7 +4,7 @@
  */
 import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
-import { buildKnnGraph } from './knn-graph.ts';
+import { buildHeatmapGraph, buildKnnGraph } from './knn-graph.ts';
 import { createSession, type ExecutionProvider } from '../features/session.ts';
 
 export interface ScorerOptions {
@@ -24,7 +24,7 @@ export interface ScoreResult {
   maxPatch: number;
   patchScores: Float32Array;
   heatmap: Float32Array; // [height, width]
-  timings: { knn: number; reweight: number };
+  timings: { knn: number; reweight: number; heatmap: number };
 }
 
 function sq(a: Float32Array, ao: number, b: Float32Array, bo: number, d: number): number {
@@ -69,6 +69,7 @@ export function reweightScore(bank: Float32Array, m: number, dim: number, patch:
 export class PatchScorer {
   private constructor(
     private readonly session: ort.InferenceSession,
+    private readonly heatmapSession: ort.InferenceSession,
     readonly bank: Float32Array,
     readonly m: number,
     readonly dim: number,
@@ -77,9 +78,10 @@ export class PatchScorer {
 
   static async create(bank: Float32Array, m: number, dim: number, opts: ScorerOptions): Promise<PatchScorer> {
     const full = { sigma: 4, reweightNeighbours: 0, ...opts };
-    const graph = buildKnnGraph({ bank, m, dim, gridHeight: full.gridHeight, gridWidth: full.gridWidth, height: full.height, width: full.width, sigma: full.sigma });
-    const session = await createSession(graph, opts.provider ?? 'cpu', opts.threads);
-    return new PatchScorer(session, bank, m, dim, full);
+    const geometry = { gridHeight: full.gridHeight, gridWidth: full.gridWidth, height: full.height, width: full.width, sigma: full.sigma };
+    const session = await createSession(buildKnnGraph({ bank, m, dim, ...geometry }), opts.provider ?? 'cpu', opts.threads);
+    const heatmapSession = await createSession(buildHeatmapGraph(geometry), opts.provider ?? 'cpu', opts.threads);
+    return new PatchScorer(session, heatmapSession, bank, m, dim, full);
   }
 
   async score(patches: Float32Array): Promise<ScoreResult> {
@@ -88,17 +90,20 @@ export class PatchScorer {
     const t0 = performance.now();
     const out = await this.session.run({ patches: new Tensor('float32', patches, [P, this.dim]) });
     const patchScores = out.patch_scores.data as Float32Array;
-    const heatmap = out.heatmap.data as Float32Array;
     let maxPatch = 0;
     for (let i = 1; i < P; i++) if (patchScores[i] > patchScores[maxPatch]) maxPatch = i;
     const t1 = performance.now();
     let score = patchScores[maxPatch];
     if (this.opts.reweightNeighbours > 0) score = reweightScore(this.bank, this.m, this.dim, patches, maxPatch * this.dim, this.opts.reweightNeighbours).score;
     const t2 = performance.now();
-    return { score, maxPatch, patchScores, heatmap, timings: { knn: t1 - t0, reweight: t2 - t1 } };
+    const heat = await this.heatmapSession.run({ patch_scores: new Tensor('float32', patchScores, [P]) });
+    const heatmap = heat.heatmap.data as Float32Array;
+    const t3 = performance.now();
+    return { score, maxPatch, patchScores, heatmap, timings: { knn: t1 - t0, reweight: t2 - t1, heatmap: t3 - t2 } };
   }
 
   async release(): Promise<void> {
     await this.session.release();
+    await this.heatmapSession.release();
   }
 }

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs the Debian packages hiercore-edge needs. Idempotent and non-interactive: safe to run on
+# every deploy and in CI.
+#
+#   deploy/setup.sh                 runtime + test/dev packages (what CI and developers use)
+#   deploy/setup.sh --runtime-only  runtime packages only (production edge boxes)
+set -euo pipefail
+
+runtime_only=0
+for a in "$@"; do
+  case "$a" in
+    --runtime-only) runtime_only=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
+  esac
+done
+
+# Runtime: onnxruntime-node and sharp ship their native libraries inside their npm packages; the
+# engine needs nothing beyond Node.js >= 20.9 and a C++ runtime, which Debian always has.
+runtime_pkgs=(ca-certificates)
+# Tests: Debian's PyTorch runs deploy/export_backbone.py (random weights, no download) so the
+# bring-your-own-ONNX path is tested.
+dev_pkgs=(python3 python3-torch python3-torchvision)
+
+pkgs=("${runtime_pkgs[@]}")
+[ "$runtime_only" = 1 ] || pkgs+=("${dev_pkgs[@]}")
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "setup.sh: all packages present (${pkgs[*]})"
+else
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "setup.sh: installing ${missing[*]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "setup.sh: Node.js >= 20.9 is required (found $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+echo "setup.sh: done"

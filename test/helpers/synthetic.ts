@@ -1,0 +1,105 @@
+/**
+ * Test fixtures made on the fly: a small random-weight conv backbone with a valid sidecar, and
+ * synthetic "parts" (a disc on a textured background) with planted defects.
+ */
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { GraphBuilder } from '../../src/features/onnx/graph.ts';
+import { SIDECAR_FORMAT, type Sidecar } from '../../src/features/sidecar.ts';
+import { seededRandom } from '../../src/score/coreset.ts';
+import { sha256 } from '../../src/util/files.ts';
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `hce-${prefix}-`));
+}
+
+/** A 5-conv backbone: stride 8 and 16 patch taps, stride 32 pooled semantic output. */
+export function writeSyntheticBackbone(dir: string, opts: { seed?: number; sidecarPatch?: (s: Sidecar) => void } = {}): string {
+  const rand = seededRandom(opts.seed ?? 1);
+  const g = new GraphBuilder();
+  g.inputs.push({ name: 'image', dims: [1, 3, 'height', 'width'] });
+  let x = 'image';
+  let cin = 3;
+  const widths = [8, 16, 24, 32, 32];
+  const outs: string[] = [];
+  widths.forEach((cout, i) => {
+    // He-uniform init keeps activations from fading through the ReLU stack.
+    const w = new Float32Array(cout * cin * 9).map(() => (rand() * 2 - 1) * Math.sqrt(6 / (cin * 9)));
+    const b = new Float32Array(cout).map(() => (rand() - 0.5) * 0.1);
+    x = g.op('Conv', [x, g.constFloat('w', [cout, cin, 3, 3], w), g.constFloat('b', [cout], b)], { auto_pad: 'SAME_UPPER', strides: [2, 2], kernel_shape: [3, 3] });
+    x = g.op('Relu', [x]);
+    outs.push(x);
+    cin = cout;
+  });
+  g.op('Identity', [outs[2]], {}, 'p8');
+  g.op('Identity', [outs[3]], {}, 'p16');
+  g.op('ReduceMean', [outs[4]], { axes: [2, 3], keepdims: 0 }, 'sem');
+  g.outputs.push({ name: 'p8', dims: [1, 24, 'a', 'b'] }, { name: 'p16', dims: [1, 32, 'c', 'd'] }, { name: 'sem', dims: [1, 32] });
+  const onnx = g.toModel('synthetic');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'backbone.onnx'), onnx);
+  const sidecar: Sidecar = {
+    format: SIDECAR_FORMAT,
+    id: 'synthetic-cnn',
+    onnx: 'backbone.onnx',
+    onnx_sha256: sha256(onnx),
+    input: { name: 'image', layout: 'NCHW', color: 'RGB', height: 96, width: 96, dynamic_size: true, pixel: { scale: [1 / 255, 1 / 255, 1 / 255], offset: [-0.5, -0.5, -0.5] } },
+    outputs: [
+      { name: 'p8', role: 'patch', stride: 8, channels: 24 },
+      { name: 'p16', role: 'patch', stride: 16, channels: 32 },
+      { name: 'sem', role: 'semantic', stride: 32, channels: 32 },
+    ],
+  };
+  opts.sidecarPatch?.(sidecar);
+  writeFileSync(join(dir, 'backbone.json'), JSON.stringify(sidecar, null, 2));
+  return dir;
+}
+
+export interface Defect {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
+/** RGB bytes of a part: disc on a fine texture, small random shift; optional dark scratch. */
+export function syntheticPart(size: number, seed: number, defect?: Defect): Uint8Array {
+  const rand = seededRandom(seed);
+  const img = new Uint8Array(size * size * 3);
+  const cx = size / 2 + (rand() - 0.5) * 3;
+  const cy = size / 2 + (rand() - 0.5) * 3;
+  const r = size * 0.32;
+  for (let y = 0; y < size; y++) {
+    for (let x = 0; x < size; x++) {
+      const inDisc = (x - cx) ** 2 + (y - cy) ** 2 < r * r;
+      const texture = ((x + y) % 6 < 3 ? 12 : 0) + rand() * 8;
+      let v = inDisc ? 170 + texture : 60 + texture;
+      if (defect && x >= defect.x && x < defect.x + defect.w && y >= defect.y && y < defect.y + defect.h) v = inDisc ? 40 : 250;
+      const o = 3 * (y * size + x);
+      img[o] = v;
+      img[o + 1] = inDisc ? v * 0.9 : v;
+      img[o + 2] = inDisc ? v * 0.8 : v;
+    }
+  }
+  return img;
+}
+
+export async function writePng(path: string, rgb: Uint8Array, width: number, height: number): Promise<void> {
+  await sharp(rgb, { raw: { width, height, channels: 3 } }).png().toFile(path);
+}
+
+/** Write n nominal parts into dir; returns their paths. */
+export async function writeNominalSet(dir: string, n: number, size: number, seed0: number): Promise<string[]> {
+  mkdirSync(dir, { recursive: true });
+  const paths: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const p = join(dir, `good_${String(i).padStart(3, '0')}.png`);
+    await writePng(p, syntheticPart(size, seed0 + i), size, size);
+    paths.push(p);
+  }
+  return paths;
+}
+
+export const SHARED = process.env.HCE_SHARED ?? join(import.meta.dirname, '..', '..', '..', 'shared');
