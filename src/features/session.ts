@@ -18,7 +18,7 @@ export async function createSession(model: Uint8Array, provider: ExecutionProvid
     try {
       return await ort.InferenceSession.create(model, { ...base, executionProviders: [provider, 'cpu'] });
     } catch (e) {
-      warn(`execution provider "${provider}" is not available (${(e as Error).message.split('\n')[0]}); falling back to CPU. See deploy/JETSON.md for a GPU build of onnxruntime.`);
+      warn(`execution provider "${provider}" is not available (${(e as Error).message.split('\n')[0]}); falling back to CPU. The npm package ships CPU kernels only: a GPU box needs a CUDA/TensorRT build of onnxruntime-node.`);
     }
   }
   return ort.InferenceSession.create(model, { ...base, executionProviders: ['cpu'] });

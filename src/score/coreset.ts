@@ -10,6 +10,7 @@
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../features/onnx/graph.ts';
 import { createSession } from '../features/session.ts';
+import { sqDist } from '../util/vec.ts';
 
 export interface CoresetOptions {
   /** fraction of points to keep (0 < ratio <= 1) */
@@ -65,14 +66,6 @@ export function randomProjection(x: Float32Array, n: number, dim: number, outDim
   return out;
 }
 
-function sqDist(a: Float32Array, ao: number, b: Float32Array, bo: number, d: number): number {
-  let s = 0;
-  for (let k = 0; k < d; k++) {
-    const t = a[ao + k] - b[bo + k];
-    s += t * t;
-  }
-  return s;
-}
 
 /**
  * Indices of the selected coreset rows of x ([n, dim]), in selection order. Deterministic for a seed.

@@ -6,6 +6,7 @@ import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
 import { buildHeatmapGraph, buildKnnGraph } from './knn-graph.ts';
 import { createSession, type ExecutionProvider } from '../features/session.ts';
+import { sqDist } from '../util/vec.ts';
 
 export interface ScorerOptions {
   gridHeight: number;
@@ -27,20 +28,12 @@ export interface ScoreResult {
   timings: { knn: number; reweight: number; heatmap: number };
 }
 
-function sq(a: Float32Array, ao: number, b: Float32Array, bo: number, d: number): number {
-  let s = 0;
-  for (let k = 0; k < d; k++) {
-    const t = a[ao + k] - b[bo + k];
-    s += t * t;
-  }
-  return s;
-}
 
 /** k nearest rows of `bank` to the query (brute force), nearest first: [index, distance]. */
 export function nearestRows(bank: Float32Array, m: number, dim: number, q: Float32Array, qo: number, k: number): [number, number][] {
   const best: [number, number][] = [];
   for (let j = 0; j < m; j++) {
-    const d = sq(bank, j * dim, q, qo, dim);
+    const d = sqDist(bank, j * dim, q, qo, dim);
     if (best.length < k || d < best[best.length - 1][1]) {
       best.push([j, d]);
       best.sort((a, b) => a[1] - b[1]);
@@ -58,7 +51,7 @@ export function nearestRows(bank: Float32Array, m: number, dim: number, q: Float
 export function reweightScore(bank: Float32Array, m: number, dim: number, patch: Float32Array, po: number, neighbours: number): { score: number; weight: number } {
   const [nearest] = nearestRows(bank, m, dim, patch, po, 1);
   const support = nearestRows(bank, m, dim, bank, nearest[0] * dim, Math.min(neighbours, m));
-  const dists = support.map(([j]) => Math.sqrt(sq(bank, j * dim, patch, po, dim)));
+  const dists = support.map(([j]) => Math.sqrt(sqDist(bank, j * dim, patch, po, dim)));
   const mx = Math.max(...dists);
   const ex = dists.map((d) => Math.exp(d - mx));
   const total = ex.reduce((a, b) => a + b, 0);
