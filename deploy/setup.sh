@@ -16,7 +16,7 @@ for a in "$@"; do
 done
 
 # Runtime: onnxruntime-node and sharp ship their native libraries inside their npm packages; the
-# engine needs nothing beyond Node.js >= 20.9 and a C++ runtime, which Debian always has.
+# engine needs nothing beyond Node.js >= 20.11 and a C++ runtime, which Debian always has.
 runtime_pkgs=(ca-certificates)
 # Tests: Debian's PyTorch runs deploy/export_backbone.py (random weights, no download) so the
 # bring-your-own-ONNX path is tested.
@@ -40,8 +40,8 @@ else
 fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if [ "$node_major" -lt 20 ]; then
-  echo "setup.sh: Node.js >= 20.9 is required (found $(node --version 2>/dev/null || echo none))" >&2
+if [ "$node_major" -lt 20 ] || { [ "$node_major" -eq 20 ] && [ "$(node -p 'process.versions.node.split(".")[1]')" -lt 11 ]; }; then
+  echo "setup.sh: Node.js >= 20.11 is required (found $(node --version 2>/dev/null || echo none))" >&2
   exit 1
 fi
 echo "setup.sh: done"

@@ -318,7 +318,7 @@ export function convertTflite(model: TfliteModel): ConvertedBackbone {
     }
   });
 
-  const outputs = chooseTaps(model, producer, inH);
+  const outputs = chooseTaps(model, inH);
   const result: BackboneOutput[] = [];
   for (const tap of outputs) {
     let src = name.get(tap.tensor);
@@ -359,7 +359,7 @@ interface Tap {
  * naming). Semantic layer: the input of the final global pool. Found from the structure, not from
  * names, because the two reference models name their blocks differently.
  */
-function chooseTaps(model: TfliteModel, producer: Map<number, TfliteOperator>, inH: number): Tap[] {
+function chooseTaps(model: TfliteModel, inH: number): Tap[] {
   const { tensors } = model;
   const taps: Tap[] = [];
   for (const stride of [8, 16]) {
@@ -374,7 +374,6 @@ function chooseTaps(model: TfliteModel, producer: Map<number, TfliteOperator>, i
   if (taps.filter((t) => t.role === 'patch').length < 2 || !pool) {
     throw new Error('could not find the patch layers (stride 8 and 16) and the final global pool in this model');
   }
-  void producer;
   const outT = tensors[model.outputs[0]];
   if (outT && outT.shape.length === 2) taps.push({ name: 'classifier', role: 'classifier', stride: 0, tensor: model.outputs[0] });
   return taps;
