@@ -7,6 +7,8 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FIT_MODES, type FitMode } from './features/image.ts';
 import { EXECUTION_PROVIDERS, type ExecutionProvider } from './features/session.ts';
+import type { FeatureSettings } from './features/extractor.ts';
+import type { CoresetSettings } from './score/patchcore.ts';
 
 export interface EngineConfig {
   backbone: string;
@@ -35,8 +37,7 @@ function check(cond: boolean, key: string, value: unknown, allowed: string): voi
 
 export function validateEngineConfig(c: EngineConfig): EngineConfig {
   const int = (v: unknown) => Number.isInteger(v);
-  const size = c.features.input_size === 'auto' ? null : parseInputSize(c.features.input_size);
-  check(c.features.input_size === 'auto' || size !== null, 'features.input_size', c.features.input_size, '"auto" or WIDTHxHEIGHT with each side from 32 to 4096, e.g. "224x224"');
+  check(c.features.input_size === 'auto' || parseInputSize(c.features.input_size) !== null, 'features.input_size', c.features.input_size, '"auto" or WIDTHxHEIGHT with each side from 32 to 4096, e.g. "224x224"');
   check(FIT_MODES.includes(c.features.fit), 'features.fit', c.features.fit, `one of ${FIT_MODES.join(', ')}`);
   check(int(c.features.pre_dim) && c.features.pre_dim >= 1, 'features.pre_dim', c.features.pre_dim, 'a positive integer');
   check(int(c.features.dim) && c.features.dim >= 1, 'features.dim', c.features.dim, 'a positive integer');
@@ -71,6 +72,16 @@ export function autoInputSize(frameWidth: number, frameHeight: number): { width:
   const h = AUTO_INPUT_AREA / w;
   const r = (v: number) => Math.min(4096, Math.max(64, Math.round(v / 32) * 32));
   return { width: r(w), height: r(h) };
+}
+
+/** Feature settings for frames of the given size (needed to resolve input_size "auto"). */
+export function featureSettings(c: EngineConfig, frame: { width: number; height: number }): FeatureSettings {
+  const size = c.features.input_size === 'auto' ? autoInputSize(frame.width, frame.height) : parseInputSize(c.features.input_size)!;
+  return { ...size, fit: c.features.fit, preDim: c.features.pre_dim, dim: c.features.dim };
+}
+
+export function coresetSettings(c: EngineConfig): CoresetSettings {
+  return { ratio: c.coreset.ratio, projectionDim: c.coreset.projection_dim, seed: c.coreset.seed, dtype: c.coreset.dtype };
 }
 
 export function loadEngineConfig(siteFile?: string, overrides: Record<string, unknown> = {}): EngineConfig {

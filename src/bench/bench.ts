@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { loadEngineConfig, autoInputSize, parseInputSize, PROJECT_ROOT } from '../config.ts';
+import { coresetSettings, featureSettings, loadEngineConfig, PROJECT_ROOT } from '../config.ts';
 import { importTflite } from '../features/import-tflite.ts';
 import { FeatureExtractor } from '../features/extractor.ts';
 import { decodeImage } from '../features/image.ts';
@@ -49,15 +49,12 @@ if (arg('threads')) overrides.runtime = { threads: Number(arg('threads')) };
 const c = loadEngineConfig(arg('config'), overrides);
 
 const cat = loadCategory(dataset, category);
-const firstBytes = readFileSync(cat.train[0]);
-const first = await decodeImage(firstBytes);
-const size = c.features.input_size === 'auto' ? autoInputSize(first.width, first.height) : parseInputSize(c.features.input_size)!;
-const settings = { ...size, fit: c.features.fit, preDim: c.features.pre_dim, dim: c.features.dim };
+const settings = featureSettings(c, await decodeImage(readFileSync(cat.train[0])));
 const fx = await FeatureExtractor.load(backbone, settings, { threads: c.runtime.threads });
 const t0 = performance.now();
-const bank = await buildBank(fx, cat.train, { ratio: c.coreset.ratio, projectionDim: c.coreset.projection_dim, seed: c.coreset.seed, dtype: c.coreset.dtype }, new Progress().update);
+const bank = await buildBank(fx, cat.train, coresetSettings(c), new Progress().update);
 const bankMs = performance.now() - t0;
-const model = await PatchCoreModel.create(fx, bank, { reweightNeighbours: c.scoring.reweight_neighbours, threads: c.runtime.threads });
+const model = await PatchCoreModel.create(fx, bank, { reweightNeighbours: c.scoring.reweight_neighbours, sigma: c.scoring.heatmap_sigma, threads: c.runtime.threads });
 
 // Frames: the category's test images, read into memory once so disk speed is not measured.
 const files = cat.test.map((t) => readFileSync(t.path));

@@ -3,11 +3,11 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { importTflite } from '../features/import-tflite.ts';
-import { autoInputSize, loadEngineConfig, parseInputSize, type EngineConfig } from '../config.ts';
+import { coresetSettings, featureSettings, loadEngineConfig, parseInputSize, type EngineConfig } from '../config.ts';
 import { evaluate } from '../eval/evaluate.ts';
 import { listCategories } from '../eval/dataset.ts';
 import { Progress } from '../util/progress.ts';
-import { FeatureExtractor, type FeatureSettings } from '../features/extractor.ts';
+import { FeatureExtractor } from '../features/extractor.ts';
 import { readImage } from '../features/image.ts';
 import { buildBank } from '../score/patchcore.ts';
 import { readBankFile, writeBankFile } from '../score/bank-file.ts';
@@ -81,15 +81,6 @@ function engineConfig(f: EngineFlags): EngineConfig {
   return c;
 }
 
-/** Feature settings for frames of the given size (needed to resolve input_size "auto"). */
-export function featureSettings(c: EngineConfig, frame: { width: number; height: number }): FeatureSettings {
-  const size = c.features.input_size === 'auto' ? autoInputSize(frame.width, frame.height) : parseInputSize(c.features.input_size)!;
-  return { ...size, fit: c.features.fit, preDim: c.features.pre_dim, dim: c.features.dim };
-}
-export function coresetSettings(c: EngineConfig) {
-  return { ratio: c.coreset.ratio, projectionDim: c.coreset.projection_dim, seed: c.coreset.seed, dtype: c.coreset.dtype };
-}
-
 export function buildProgram(): Command {
   const program = new Command('hiercore-edge').description('Edge visual inspection: PatchCore anomaly scoring with semantic routing').showHelpAfterError();
 
@@ -128,6 +119,7 @@ export function buildProgram(): Command {
         features: (frame) => featureSettings(c, frame),
         coreset: coresetSettings(c),
         reweightNeighbours: c.scoring.reweight_neighbours,
+        heatmapSigma: c.scoring.heatmap_sigma,
         provider: c.runtime.provider,
         threads: c.runtime.threads,
         saveHeatmaps: o.saveHeatmaps ? resolve(o.saveHeatmaps) : undefined,

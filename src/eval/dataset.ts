@@ -55,7 +55,10 @@ export function loadCategory(root: string, name: string): Category {
 }
 
 export function listCategories(root: string): string[] {
-  return readdirSync(root)
+  if (!existsSync(root) || !statSync(root).isDirectory()) throw new Error(`dataset root ${root} is not a directory`);
+  const found = readdirSync(root)
     .filter((d) => existsSync(join(root, d, 'train', 'good')))
     .sort();
+  if (found.length === 0) throw new Error(`no categories under ${root}: expected <category>/train/good folders (MVTec AD layout)`);
+  return found;
 }

@@ -22,6 +22,7 @@ export interface EvaluateOptions {
   features: (frame: { width: number; height: number }) => FeatureSettings;
   coreset: CoresetSettings;
   reweightNeighbours: number;
+  heatmapSigma: number;
   provider: ExecutionProvider;
   threads?: number;
   saveHeatmaps?: string;
@@ -90,7 +91,7 @@ export async function evaluate(opts: EvaluateOptions, progress: Progress): Promi
     const tFit = performance.now();
     const bank = await buildBank(extractor, cat.train, opts.coreset, (s, d, t) => progress.update(`[${name}] ${s}`, d, t));
     const fitS = (performance.now() - tFit) / 1000;
-    const model = await PatchCoreModel.create(extractor, bank, { reweightNeighbours: opts.reweightNeighbours, provider: opts.provider, threads: opts.threads });
+    const model = await PatchCoreModel.create(extractor, bank, { reweightNeighbours: opts.reweightNeighbours, sigma: opts.heatmapSigma, provider: opts.provider, threads: opts.threads });
     const scores: number[] = [];
     const labels: number[] = [];
     const latencies: number[] = [];

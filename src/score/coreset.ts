@@ -66,7 +66,6 @@ export function randomProjection(x: Float32Array, n: number, dim: number, outDim
   return out;
 }
 
-
 /**
  * Indices of the selected coreset rows of x ([n, dim]), in selection order. Deterministic for a seed.
  */

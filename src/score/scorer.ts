@@ -28,7 +28,6 @@ export interface ScoreResult {
   timings: { knn: number; reweight: number; heatmap: number };
 }
 
-
 /** k nearest rows of `bank` to the query (brute force), nearest first: [index, distance]. */
 export function nearestRows(bank: Float32Array, m: number, dim: number, q: Float32Array, qo: number, k: number): [number, number][] {
   const best: [number, number][] = [];
