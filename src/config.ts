@@ -9,6 +9,7 @@ import { FIT_MODES, type FitMode } from './features/image.ts';
 import { EXECUTION_PROVIDERS, type ExecutionProvider } from './features/session.ts';
 import type { FeatureSettings } from './features/extractor.ts';
 import type { CoresetSettings } from './score/patchcore.ts';
+import { KEY_MODES, type KeyMode, type LimitRule } from './route/router.ts';
 
 export interface EngineConfig {
   backbone: string;
@@ -16,6 +17,17 @@ export interface EngineConfig {
   coreset: { ratio: number; projection_dim: number; seed: number; dtype: 'float32' | 'float16' };
   scoring: { reweight_neighbours: number; heatmap_sigma: number };
   runtime: { provider: ExecutionProvider; threads: number };
+  calibration: {
+    frr_target: number;
+    folds: number;
+    threshold: 'frr' | 'f1';
+    min_cluster_size: number;
+    min_silhouette: number;
+    merge_distance: number;
+    keys: KeyMode;
+    key_count: number;
+    routing_limit: LimitRule;
+  };
 }
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -49,6 +61,19 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
   check(typeof c.scoring.heatmap_sigma === 'number' && c.scoring.heatmap_sigma > 0, 'scoring.heatmap_sigma', c.scoring.heatmap_sigma, 'a positive number');
   check(EXECUTION_PROVIDERS.includes(c.runtime.provider), 'runtime.provider', c.runtime.provider, `one of ${EXECUTION_PROVIDERS.join(', ')}`);
   check(int(c.runtime.threads) && c.runtime.threads >= 0, 'runtime.threads', c.runtime.threads, 'an integer >= 0 (0 = all cores)');
+  const k = c.calibration;
+  check(typeof k.frr_target === 'number' && k.frr_target > 0 && k.frr_target < 0.5, 'calibration.frr_target', k.frr_target, 'a false-reject rate in (0, 0.5), e.g. 0.005 for 0.5%');
+  check(int(k.folds) && k.folds >= 2 && k.folds <= 20, 'calibration.folds', k.folds, 'an integer from 2 to 20');
+  check(k.threshold === 'frr' || k.threshold === 'f1', 'calibration.threshold', k.threshold, '"frr" (from good images) or "f1" (needs --defects)');
+  check(int(k.min_cluster_size) && k.min_cluster_size >= 2, 'calibration.min_cluster_size', k.min_cluster_size, 'an integer >= 2 (and >= folds)');
+  check(typeof k.min_silhouette === 'number' && k.min_silhouette >= -1 && k.min_silhouette <= 1, 'calibration.min_silhouette', k.min_silhouette, 'a number in [-1, 1]');
+  check(typeof k.merge_distance === 'number' && k.merge_distance >= 0 && k.merge_distance <= 2, 'calibration.merge_distance', k.merge_distance, 'a cosine distance in [0, 2] (0 = never merge)');
+  check(KEY_MODES.includes(k.keys), 'calibration.keys', k.keys, `one of ${KEY_MODES.join(', ')}`);
+  check(int(k.key_count) && k.key_count >= 1, 'calibration.key_count', k.key_count, 'a positive integer');
+  const rl = k.routing_limit ?? ({} as LimitRule);
+  check(typeof rl.quantile === 'number' && rl.quantile > 0 && rl.quantile <= 1, 'calibration.routing_limit.quantile', rl.quantile, 'a number in (0, 1]');
+  check(typeof rl.scale === 'number' && rl.scale >= 1, 'calibration.routing_limit.scale', rl.scale, 'a number >= 1');
+  check(typeof rl.floor === 'number' && rl.floor >= 0 && rl.floor < 2, 'calibration.routing_limit.floor', rl.floor, 'a cosine distance in [0, 2)');
   return c;
 }
 
@@ -74,10 +99,16 @@ export function autoInputSize(frameWidth: number, frameHeight: number): { width:
   return { width: r(w), height: r(h) };
 }
 
+/** Network input size for a frame: "auto" follows the frame's aspect ratio, "WxH" is fixed. */
+export function resolveInputSize(inputSize: string, frame: { width: number; height: number }): { width: number; height: number } {
+  const size = inputSize === 'auto' ? autoInputSize(frame.width, frame.height) : parseInputSize(inputSize);
+  if (!size) throw new ConfigError(`input size ${JSON.stringify(inputSize)} is invalid: "auto" or WIDTHxHEIGHT`);
+  return size;
+}
+
 /** Feature settings for frames of the given size (needed to resolve input_size "auto"). */
 export function featureSettings(c: EngineConfig, frame: { width: number; height: number }): FeatureSettings {
-  const size = c.features.input_size === 'auto' ? autoInputSize(frame.width, frame.height) : parseInputSize(c.features.input_size)!;
-  return { ...size, fit: c.features.fit, preDim: c.features.pre_dim, dim: c.features.dim };
+  return { ...resolveInputSize(c.features.input_size, frame), fit: c.features.fit, preDim: c.features.pre_dim, dim: c.features.dim };
 }
 
 export function coresetSettings(c: EngineConfig): CoresetSettings {

@@ -11,6 +11,15 @@ import { FeatureExtractor } from '../features/extractor.ts';
 import { readImage } from '../features/image.ts';
 import { buildBank } from '../score/patchcore.ts';
 import { readBankFile, writeBankFile } from '../score/bank-file.ts';
+import { calibrate, type CalibrationOptions } from '../calibrate/calibrate.ts';
+import { evaluateMulticlass } from '../eval/multiclass.ts';
+import { readBundleFile, readBundleHeader, writeBundleFile, type BundleHeader } from '../calibrate/bundle-file.ts';
+import { Inspector } from '../inspect/inspector.ts';
+import { listImagesRecursive } from '../eval/dataset.ts';
+import { KEY_MODES, type KeyMode } from '../route/router.ts';
+import { join, relative, sep, basename } from 'node:path';
+import { encodeRgb, overlayRgb } from '../score/overlay.ts';
+import { fitImage } from '../features/image.ts';
 
 function parseSize(v: string): string {
   if (v !== 'auto' && !parseInputSize(v)) throw new InvalidArgumentError('expected "auto" or WIDTHxHEIGHT (32..4096 each), e.g. 224x224');
@@ -60,7 +69,7 @@ function engineOptions(cmd: Command): Command {
     .option('--threads <n>', 'onnxruntime intra-op threads (0 = all cores)', parseIntArg);
 }
 
-function engineConfig(f: EngineFlags): EngineConfig {
+function engineConfig(f: EngineFlags, extra: Record<string, Record<string, unknown>> = {}): EngineConfig {
   const o: Record<string, Record<string, unknown> | string> = { features: {}, coreset: {}, scoring: {}, runtime: {} };
   const feat = o.features as Record<string, unknown>;
   const cs = o.coreset as Record<string, unknown>;
@@ -76,7 +85,7 @@ function engineConfig(f: EngineFlags): EngineConfig {
   if (f.reweight !== undefined) (o.scoring as Record<string, unknown>).reweight_neighbours = f.reweight;
   if (f.provider) (o.runtime as Record<string, unknown>).provider = f.provider;
   if (f.threads !== undefined) (o.runtime as Record<string, unknown>).threads = f.threads;
-  const c = loadEngineConfig(f.config, o);
+  const c = loadEngineConfig(f.config, { ...o, ...extra });
   if (!c.backbone) throw new Error('no backbone: pass --backbone <dir>, set "backbone" in the config, or set HCE_BACKBONE (make one with "hiercore-edge model import")');
   return c;
 }
@@ -107,11 +116,21 @@ export function buildProgram(): Command {
       .option('--json <file>', 'write the report here')
       .option('--save-heatmaps <dir>', 'write heatmap overlays for a sample of test images')
       .option('--heatmaps-per-category <n>', 'how many overlays per category', parseIntArg, 12)
-      .option('--test-stride <n>', 'score every n-th test image only (quick looks)', parseIntArg, 1),
-  ).action(async (o: EngineFlags & { dataset: string; categories?: string; json?: string; saveHeatmaps?: string; heatmapsPerCategory: number; testStride: number }) => {
-    const c = engineConfig(o);
+      .option('--test-stride <n>', 'score every n-th test image only (quick looks)', parseIntArg, 1)
+      .option('--multiclass', 'HierCore scenarios on a mixed stream of all categories (labels or not at calibration x inspection, one-bank baseline, unknown product)')
+      .option('--frr <rate>', 'multiclass: target false-reject rate for the calibrated thresholds', parseNum)
+      .option('--folds <k>', 'multiclass: k-fold splits for held-out good scores', parseIntArg)
+      .option('--keys <mode>', `multiclass: routing keys per cluster: ${KEY_MODES.join(' | ')}`),
+  ).action(async (o: EngineFlags & { dataset: string; categories?: string; json?: string; saveHeatmaps?: string; heatmapsPerCategory: number; testStride: number; multiclass?: boolean; frr?: number; folds?: number; keys?: string }) => {
+    const over: Record<string, unknown> = {};
+    if (o.frr !== undefined) over.frr_target = o.frr;
+    if (o.folds !== undefined) over.folds = o.folds;
+    if (o.keys) over.keys = o.keys;
+    const c = engineConfig(o, { calibration: over });
     const categories = o.categories ? o.categories.split(',').map((s) => s.trim()).filter(Boolean) : listCategories(o.dataset);
-    const report = await evaluate(
+    const report = o.multiclass
+      ? await evaluateMulticlass({ ...calibrationOptions(c), dataset: resolve(o.dataset), categories, testStride: o.testStride }, new Progress())
+      : await evaluate(
       {
         dataset: resolve(o.dataset),
         categories,
@@ -162,7 +181,162 @@ export function buildProgram(): Command {
     .action((file: string) => {
       console.log(JSON.stringify(readBankFile(resolve(file)).header, null, 2));
     });
+  engineOptions(
+    program
+      .command('calibrate')
+      .description('build a bank bundle from nominal (good) images of one or several product types')
+      .requiredOption('--images <dir>', 'folder of good images (subfolders are searched; mixed products need no labels)')
+      .requiredOption('--out <bundle>', 'bundle file to write (atomically)')
+      .option('--known-class', 'use the first-level subfolder names as product classes instead of clustering')
+      .option('--defects <dir>', 'a few labelled defect images: enables the F1-optimal threshold')
+      .option('--threshold <source>', 'frr (default: from good images) | f1 (needs --defects)')
+      .option('--frr <rate>', 'target false-reject rate of good parts, e.g. 0.005', parseNum)
+      .option('--folds <k>', 'k-fold splits for held-out good scores', parseIntArg)
+      .option('--min-cluster-size <n>', 'smallest cluster kept (smaller ones are merged)', parseIntArg)
+      .option('--keys <mode>', `routing keys per cluster: ${KEY_MODES.join(' | ')}`),
+  ).action(async (o: EngineFlags & { images: string; out: string; knownClass?: boolean; defects?: string; threshold?: string; frr?: number; folds?: number; minClusterSize?: number; keys?: string }) => {
+    const over: Record<string, unknown> = {};
+    if (o.threshold) over.threshold = o.threshold;
+    if (o.frr !== undefined) over.frr_target = o.frr;
+    if (o.folds !== undefined) over.folds = o.folds;
+    if (o.minClusterSize !== undefined) over.min_cluster_size = o.minClusterSize;
+    if (o.keys) over.keys = o.keys;
+    const c = engineConfig(o, { calibration: over });
+    const k = c.calibration;
+    const root = resolve(o.images);
+    const images = listImagesRecursive(root);
+    if (images.length === 0) throw new Error(`no PNG/JPEG/BMP images in ${o.images} or its subfolders`);
+    let labels: string[] | undefined;
+    if (o.knownClass) {
+      labels = images.map((p) => relative(root, p).split(sep)[0]);
+      if (labels.some((l, i) => l === relative(root, images[i]))) throw new Error(`--known-class needs one subfolder per class under ${o.images}; found images directly in it`);
+    }
+    const defects = o.defects ? listImagesRecursive(resolve(o.defects)) : undefined;
+    if (o.defects && !defects!.length) throw new Error(`no PNG/JPEG/BMP images in ${o.defects}`);
+    if (k.threshold === 'f1' && !defects) throw new Error('threshold "f1" needs labelled defect images: pass --defects <dir>');
+    const progress = new Progress();
+    progress.log(`calibrating from ${images.length} good images${defects ? ` and ${defects.length} defect images` : ''}`);
+    const { bundle } = await calibrate(
+      {
+        images,
+        labels,
+        defects,
+        backbone: resolve(c.backbone),
+        inputSize: c.features.input_size,
+        features: (frame) => featureSettings(c, frame),
+        coreset: coresetSettings(c),
+        scoring: { reweightNeighbours: c.scoring.reweight_neighbours, sigma: c.scoring.heatmap_sigma },
+        clustering: { minSilhouette: k.min_silhouette, mergeDistance: k.merge_distance, minClusterSize: k.min_cluster_size },
+        frrTarget: k.frr_target,
+        folds: k.folds,
+        keyMode: k.keys,
+        keyCount: k.key_count,
+        limit: k.routing_limit,
+        thresholdSource: k.threshold,
+        runtime: { provider: c.runtime.provider, threads: c.runtime.threads },
+        log: (m) => progress.log(m),
+      },
+      progress.update,
+    );
+    writeBundleFile(resolve(o.out), bundle);
+    console.log(`wrote ${o.out}: ${bundle.clusters.length} cluster(s) from ${images.length} images in ${bundle.header.calibration.duration_s} s`);
+    for (const cl of bundle.header.clusters) console.log(`  ${cl.name}: ${cl.members.length} images, bank ${cl.bank.count}, threshold ${cl.threshold.toFixed(4)} (${cl.threshold_source}), routing limit ${cl.routing_limit.toFixed(4)}`);
+  });
+
+  const bundle = program.command('bundle').description('calibration bundles');
+  bundle
+    .command('info <file>')
+    .description('print a bundle: version, backbone, and per cluster its size, members, bank, threshold and routing limit')
+    .option('--json', 'machine-readable output')
+    .action((file: string, o: { json?: boolean }) => {
+      const info = bundleSummary(readBundleHeader(resolve(file)));
+      if (o.json) {
+        console.log(JSON.stringify(info, null, 2));
+        return;
+      }
+      console.log(`bundle ${info.bundle_id} (format ${info.format_version}), created ${info.created_at}`);
+      console.log(`backbone ${info.backbone.id} (${info.backbone.onnx_sha256.slice(0, 12)}…), ${info.calibration.mode}, ${info.calibration.images} images`);
+      for (const cl of info.clusters) console.log(`  [${cl.id}] ${cl.name}: ${cl.size} images at ${cl.input}, bank ${cl.bank_size}, threshold ${cl.threshold.toFixed(4)} (${cl.threshold_source}), routing limit ${cl.routing_limit.toFixed(4)}`);
+    });
+
+  engineOptions(
+    program
+      .command('inspect <images...>')
+      .description('inspect image files with a bundle: one JSON verdict per image on stdout')
+      .requiredOption('--bundle <file>', 'bundle from "hiercore-edge calibrate"')
+      .option('--heatmaps <dir>', 'write a heatmap overlay PNG per inspected image'),
+  ).action(async (files: string[], o: EngineFlags & { bundle: string; heatmaps?: string }) => {
+    const c = engineConfig(o);
+    const b = readBundleFile(resolve(o.bundle));
+    const inspector = await Inspector.load(b, resolve(c.backbone), { provider: c.runtime.provider, threads: c.runtime.threads, reweightNeighbours: c.scoring.reweight_neighbours, sigma: c.scoring.heatmap_sigma });
+    if (o.heatmaps) mkdirSync(o.heatmaps, { recursive: true });
+    let failed = 0;
+    for (const f of files) {
+      try {
+        const img = await readImage(resolve(f));
+        const r = await inspector.inspect(img);
+        const round = (v: number | null) => (v === null ? null : Number(v.toFixed(5)));
+        console.log(JSON.stringify({ image: f, verdict: r.verdict, cluster: r.cluster, score: round(r.score), normalised_score: round(r.normalised_score), threshold: round(r.threshold), route: { nearest: r.route.nearest, distance: round(r.route.distance), limit: round(r.route.limit) }, bundle_id: inspector.bundleId }));
+        if (o.heatmaps && r.heatmap && r.threshold !== null) {
+          const { data } = await fitImage(img, r.input.width, r.input.height, b.header.settings.fit);
+          const median = b.clusters[r.cluster_id!].info.statistics.nominal.p50;
+          const png = await encodeRgb(overlayRgb(data, r.heatmap, r.input.width, r.input.height, median, 2 * r.threshold - median), r.input.width, r.input.height);
+          writeFileSync(join(o.heatmaps, `${basename(f).replace(/\.\w+$/, '')}_${r.verdict}.png`), png);
+        }
+      } catch (e) {
+        failed++;
+        console.error(`hiercore-edge: ${f}: ${(e as Error).message}`);
+      }
+    }
+    await inspector.release();
+    if (failed) process.exitCode = 1;
+  });
   return program;
+}
+
+/** Calibration settings from the engine config (shared by calibrate and evaluate --multiclass). */
+function calibrationOptions(c: EngineConfig): Omit<CalibrationOptions, 'images'> {
+  const k = c.calibration;
+  return {
+    backbone: resolve(c.backbone),
+    inputSize: c.features.input_size,
+    features: (frame) => featureSettings(c, frame),
+    coreset: coresetSettings(c),
+    scoring: { reweightNeighbours: c.scoring.reweight_neighbours, sigma: c.scoring.heatmap_sigma },
+    clustering: { minSilhouette: k.min_silhouette, mergeDistance: k.merge_distance, minClusterSize: k.min_cluster_size },
+    frrTarget: k.frr_target,
+    folds: k.folds,
+    keyMode: k.keys,
+    keyCount: k.key_count,
+    limit: k.routing_limit,
+    thresholdSource: k.threshold,
+    runtime: { provider: c.runtime.provider, threads: c.runtime.threads },
+  };
+}
+
+export function bundleSummary(h: BundleHeader) {
+  return {
+    format_version: h.format_version,
+    bundle_id: h.bundle_id,
+    created_at: h.created_at,
+    backbone: h.backbone,
+    settings: h.settings,
+    calibration: h.calibration,
+    clusters: h.clusters.map((c) => ({
+      id: c.id,
+      name: c.name,
+      size: c.members.length,
+      input: `${c.features.width}x${c.features.height}`,
+      members: c.members,
+      bank_size: c.bank.count,
+      keys: c.keys.count,
+      threshold: c.threshold,
+      threshold_source: c.threshold_source,
+      thresholds: c.thresholds,
+      routing_limit: c.routing_limit,
+      statistics: c.statistics,
+    })),
+  };
 }
 
 const program = buildProgram();

@@ -62,3 +62,18 @@ export function listCategories(root: string): string[] {
   if (found.length === 0) throw new Error(`no categories under ${root}: expected <category>/train/good folders (MVTec AD layout)`);
   return found;
 }
+
+/** Images under `dir` and its subfolders (sorted by path), for calibration sets of mixed products. */
+export function listImagesRecursive(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (IMAGE_EXTS.has(extname(e.name).toLowerCase())) out.push(p);
+    }
+  };
+  walk(dir);
+  return out;
+}

@@ -163,3 +163,39 @@ function upperBound(a: Float32Array, t: number): number {
   }
   return lo;
 }
+
+/** Normalised mutual information of two labelings (arithmetic-mean normalisation, as scikit-learn). */
+export function nmi(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  const n = a.length;
+  const joint = new Map<string, number>();
+  const ca = new Map<number, number>();
+  const cb = new Map<number, number>();
+  for (let i = 0; i < n; i++) {
+    joint.set(`${a[i]},${b[i]}`, (joint.get(`${a[i]},${b[i]}`) ?? 0) + 1);
+    ca.set(a[i], (ca.get(a[i]) ?? 0) + 1);
+    cb.set(b[i], (cb.get(b[i]) ?? 0) + 1);
+  }
+  const h = (m: Map<number, number>) => [...m.values()].reduce((s, c) => s - (c / n) * Math.log(c / n), 0);
+  let mi = 0;
+  for (const [k, c] of joint) {
+    const [x, y] = k.split(',').map(Number);
+    mi += (c / n) * Math.log((c * n) / (ca.get(x)! * cb.get(y)!));
+  }
+  const ha = h(ca);
+  const hb = h(cb);
+  if (ha === 0 && hb === 0) return 1;
+  return ha + hb === 0 ? 0 : (2 * mi) / (ha + hb);
+}
+
+/** Share of items whose cluster's majority label is their own label. */
+export function purity(clusters: ArrayLike<number>, truth: ArrayLike<number>): number {
+  const counts = new Map<number, Map<number, number>>();
+  for (let i = 0; i < clusters.length; i++) {
+    const m = counts.get(clusters[i]) ?? new Map<number, number>();
+    m.set(truth[i], (m.get(truth[i]) ?? 0) + 1);
+    counts.set(clusters[i], m);
+  }
+  let hit = 0;
+  for (const m of counts.values()) hit += Math.max(...m.values());
+  return hit / clusters.length;
+}

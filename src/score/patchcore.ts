@@ -27,7 +27,17 @@ export async function buildBank(extractor: FeatureExtractor, images: string[], c
     progress?.('features', i + 1, images.length);
   }
   const t1 = performance.now();
-  const n = images.length * P;
+  const bank = await bankFromPatches(extractor, all, images.length, cs, progress);
+  bank.header.calibration = { feature_ms: Math.round(t1 - t0) };
+  return bank;
+}
+
+/** A bank from patch features already extracted: `all` holds `images` x patchCount rows of `dim`. */
+export async function bankFromPatches(extractor: FeatureExtractor, all: Float32Array, images: number, cs: CoresetSettings, progress?: ProgressFn): Promise<Bank> {
+  const D = extractor.settings.dim;
+  const n = images * extractor.patchCount;
+  if (all.length < n * D) throw new Error(`expected ${n}x${D} patch features, got ${all.length} values`);
+  const t1 = performance.now();
   const idx = await greedyCoreset(all, n, D, { ratio: cs.ratio, projectionDim: cs.projectionDim, seed: cs.seed, onProgress: (d, t) => progress?.('coreset', d, t) });
   const t2 = performance.now();
   const vectors = gatherRows(all, D, idx);
@@ -37,11 +47,10 @@ export async function buildBank(extractor: FeatureExtractor, images: string[], c
     created_at: new Date().toISOString(),
     backbone: { id: extractor.sidecar.id, onnx_sha256: extractor.modelSha256 },
     features: { width: s.width, height: s.height, fit: s.fit, pre_dim: s.preDim, dim: D, layers: s.layers ?? extractor.sidecar.outputs.filter((o) => o.role === 'patch').map((o) => o.name), grid: [extractor.gridHeight, extractor.gridWidth] },
-    coreset: { ratio: cs.ratio, projection_dim: cs.projectionDim, seed: cs.seed, source_patches: n, source_images: images.length, build_ms: Math.round(t2 - t1) },
+    coreset: { ratio: cs.ratio, projection_dim: cs.projectionDim, seed: cs.seed, source_patches: n, source_images: images, build_ms: Math.round(t2 - t1) },
     count: idx.length,
     dim: D,
     dtype: cs.dtype,
-    calibration: { feature_ms: Math.round(t1 - t0) },
   };
   return { header, vectors };
 }

@@ -1,0 +1,148 @@
+/**
+ * The inspection engine behind `inspect` and the daemon: frame -> semantic embedding -> route to a
+ * cluster (or unknown) -> PatchCore score against that cluster's bank -> verdict against its threshold.
+ */
+import type { RgbImage, Geometry } from '../features/image.ts';
+import { ExtractorPool } from '../features/extractor-pool.ts';
+import type { FeatureSettings } from '../features/extractor.ts';
+import type { ExecutionProvider } from '../features/session.ts';
+import { PatchScorer } from '../score/scorer.ts';
+import { Router, type Route } from '../route/router.ts';
+import { resolveInputSize } from '../config.ts';
+import { BundleFileError, type Bundle, type ClusterInfo } from '../calibrate/bundle-file.ts';
+import { normaliseScore } from '../calibrate/threshold.ts';
+
+export type VerdictKind = 'OK' | 'NG' | 'UNKNOWN';
+
+export interface InspectionResult {
+  verdict: VerdictKind;
+  /** cluster name, or null when unknown */
+  cluster: string | null;
+  cluster_id: number | null;
+  score: number | null;
+  /** 0..1, 0.5 at the threshold (see normaliseScore) */
+  normalised_score: number | null;
+  threshold: number | null;
+  route: { nearest: string; nearest_id: number; distance: number; limit: number; margin: number };
+  /** anomaly map at the network input size of the cluster (null when unknown) */
+  heatmap: Float32Array | null;
+  geometry: Geometry;
+  input: { width: number; height: number };
+  timings_ms: { preprocess: number; backbone: number; route: number; knn: number; reweight: number; heatmap: number };
+}
+
+export interface InspectorOptions {
+  provider?: ExecutionProvider;
+  threads?: number;
+  reweightNeighbours?: number;
+  sigma?: number;
+}
+
+interface LoadedCluster {
+  info: ClusterInfo;
+  settings: FeatureSettings;
+  scorer: PatchScorer;
+}
+
+export class Inspector {
+  private constructor(
+    readonly bundle: Bundle,
+    private readonly pool: ExtractorPool,
+    private readonly router: Router,
+    private readonly clusters: LoadedCluster[],
+  ) {}
+
+  get bundleId(): string {
+    return this.bundle.header.bundle_id;
+  }
+
+  static async load(bundle: Bundle, backboneDir: string, opts: InspectorOptions = {}): Promise<Inspector> {
+    const pool = new ExtractorPool(backboneDir, { provider: opts.provider, threads: opts.threads });
+    const loaded: LoadedCluster[] = [];
+    try {
+      const h = bundle.header;
+      for (const c of bundle.clusters) {
+        const settings: FeatureSettings = { width: c.info.features.width, height: c.info.features.height, fit: c.info.features.fit, preDim: h.settings.pre_dim, dim: h.settings.dim };
+        const ex = await pool.get(settings);
+        if (ex.modelSha256 !== h.backbone.onnx_sha256) {
+          throw new BundleFileError(`bundle was calibrated with backbone "${h.backbone.id}" (${h.backbone.onnx_sha256.slice(0, 12)}…), but ${backboneDir} holds "${ex.sidecar.id}" (${ex.modelSha256.slice(0, 12)}…): recalibrate, or point to the backbone it was made with`);
+        }
+        if (ex.semanticDim !== h.semantic_dim) throw new BundleFileError(`bundle semantic_dim ${h.semantic_dim} does not match the backbone's ${ex.semanticDim}`);
+        const b = c.bank;
+        if (b.header.features.grid[0] !== ex.gridHeight || b.header.features.grid[1] !== ex.gridWidth) throw new BundleFileError(`cluster ${c.info.name}: bank grid ${b.header.features.grid} does not match the backbone's ${ex.gridHeight}x${ex.gridWidth}`);
+        const scorer = await PatchScorer.create(b.vectors, b.header.count, b.header.dim, {
+          gridHeight: ex.gridHeight,
+          gridWidth: ex.gridWidth,
+          height: settings.height,
+          width: settings.width,
+          sigma: opts.sigma ?? 4,
+          reweightNeighbours: opts.reweightNeighbours ?? 0,
+          provider: opts.provider,
+          threads: opts.threads,
+        });
+        loaded.push({ info: c.info, settings, scorer });
+      }
+      const router = new Router(bundle.clusters.map((c) => ({ keys: c.keys, count: c.info.keys.count, limit: c.info.routing_limit })), h.semantic_dim);
+      return new Inspector(bundle, pool, router, loaded);
+    } catch (e) {
+      for (const l of loaded) await l.scorer.release();
+      await pool.release();
+      throw e;
+    }
+  }
+
+  /** Routing settings of a frame of this size: its own input size ("auto") with the bundle's feature dims. */
+  private routingSettings(frame: { width: number; height: number }): FeatureSettings {
+    const s = this.bundle.header.settings;
+    return { ...resolveInputSize(s.input_size, frame), fit: s.fit, preDim: s.pre_dim, dim: s.dim };
+  }
+
+  /**
+   * Route and score one frame. `cluster` forces the cluster (evaluation of "class known at inspection");
+   * the route is still computed and reported.
+   */
+  async inspect(img: RgbImage, cluster?: number): Promise<InspectionResult> {
+    const rs = this.routingSettings(img);
+    const ex = await this.pool.get(rs);
+    let f = await ex.extract(img);
+    const timings = { preprocess: f.timings.preprocess, backbone: f.timings.backbone, route: 0, knn: 0, reweight: 0, heatmap: 0 };
+    const t0 = performance.now();
+    const route: Route = this.router.route(f.semantic);
+    timings.route = performance.now() - t0;
+    const nearest = this.clusters[route.nearest];
+    const routeInfo = { nearest: nearest.info.name, nearest_id: route.nearest, distance: route.distance, limit: route.limit, margin: route.margin };
+    const target = cluster ?? route.cluster;
+    if (target === null) {
+      return { verdict: 'UNKNOWN', cluster: null, cluster_id: null, score: null, normalised_score: null, threshold: null, route: routeInfo, heatmap: null, geometry: f.geometry, input: { width: rs.width, height: rs.height }, timings_ms: timings };
+    }
+    const c = this.clusters[target];
+    if (!c) throw new Error(`cluster ${target} is not in this bundle (it has ${this.clusters.length})`);
+    if (c.settings.width !== rs.width || c.settings.height !== rs.height) {
+      // The cluster was calibrated at another input size (frames of a different aspect ratio).
+      f = await (await this.pool.get(c.settings)).extract(img);
+      timings.preprocess += f.timings.preprocess;
+      timings.backbone += f.timings.backbone;
+    }
+    const r = await c.scorer.score(f.patches);
+    Object.assign(timings, { knn: r.timings.knn, reweight: r.timings.reweight, heatmap: r.timings.heatmap });
+    const median = c.info.statistics.nominal.p50;
+    return {
+      verdict: r.score > c.info.threshold ? 'NG' : 'OK',
+      cluster: c.info.name,
+      cluster_id: c.info.id,
+      score: r.score,
+      normalised_score: normaliseScore(r.score, c.info.threshold, median),
+      threshold: c.info.threshold,
+      route: routeInfo,
+      heatmap: r.heatmap,
+      geometry: f.geometry,
+      input: { width: c.settings.width, height: c.settings.height },
+      timings_ms: timings,
+    };
+  }
+
+  async release(): Promise<void> {
+    for (const c of this.clusters) await c.scorer.release();
+    await this.pool.release();
+  }
+}

@@ -1,0 +1,146 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { calibrate, type CalibrationOptions } from '../src/calibrate/calibrate.ts';
+import { decodeBundle, encodeBundle, readBundleFile, writeBundleFile } from '../src/calibrate/bundle-file.ts';
+import { Inspector } from '../src/inspect/inspector.ts';
+import { syntheticProduct, tempDir, writePng, writeSyntheticBackbone, type ProductKind } from './helpers/synthetic.ts';
+
+const SIZE = 96;
+
+async function writeSet(dir: string, kind: ProductKind, n: number, seed0: number): Promise<string[]> {
+  mkdirSync(dir, { recursive: true });
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const p = join(dir, `${kind}_${String(i).padStart(3, '0')}.png`);
+    await writePng(p, syntheticProduct(kind, SIZE, seed0 + i), SIZE, SIZE);
+    out.push(p);
+  }
+  return out;
+}
+
+function options(bb: string, images: string[], over: Partial<CalibrationOptions> = {}): CalibrationOptions {
+  return {
+    images,
+    backbone: bb,
+    inputSize: `${SIZE}x${SIZE}`,
+    features: () => ({ width: SIZE, height: SIZE, fit: 'letterbox', preDim: 64, dim: 32 }),
+    coreset: { ratio: 0.25, projectionDim: 16, seed: 0, dtype: 'float32' },
+    scoring: { reweightNeighbours: 0, sigma: 4 },
+    // The random test backbone packs everything into a narrow cone (products 0.03 apart in cosine
+    // distance, versus 0.66+ for MobileNetV2), so its pose-merge distance is scaled down to match.
+    clustering: { minSilhouette: 0.2, mergeDistance: 0.015, minClusterSize: 8 },
+    frrTarget: 0.005,
+    folds: 4,
+    keyMode: 'all',
+    keyCount: 32,
+    limit: { quantile: 1, scale: 3, floor: 0.05 },
+    thresholdSource: 'frr',
+    runtime: { provider: 'cpu' },
+    ...over,
+  };
+}
+
+test('calibrate on a mixed, unlabelled set: one cluster per product, verdicts OK/NG, unknown product rejected', async () => {
+  const dir = tempDir('cal');
+  const bb = writeSyntheticBackbone(join(dir, 'bb'));
+  const discs = await writeSet(join(dir, 'mixed'), 'disc', 16, 100);
+  const plates = await writeSet(join(dir, 'mixed'), 'plate', 16, 200);
+  const images = [...discs, ...plates].sort(); // interleaving order must not matter
+  const { bundle } = await calibrate(options(bb, images));
+  assert.equal(bundle.clusters.length, 2, bundle.header.calibration.clustering?.reason);
+  for (const c of bundle.clusters) {
+    const kinds = new Set(c.info.members.map((m) => m.split('/').pop()!.split('_')[0]));
+    assert.equal(kinds.size, 1, `cluster ${c.info.name} holds one product: ${[...kinds]}`);
+    assert.equal(c.info.members.length, 16);
+    assert.ok(c.info.threshold > c.info.statistics.nominal.p50, 'threshold above the median good score');
+    assert.equal(c.info.statistics.nominal.n, 16, 'every member scored once, held out');
+  }
+
+  // Round trip through the file.
+  const file = join(dir, 'lines.hcebundle');
+  writeBundleFile(file, bundle);
+  const back = readBundleFile(file);
+  assert.deepEqual(back.header.clusters, decodeBundle(encodeBundle(bundle)).header.clusters);
+  assert.deepEqual(Array.from(back.clusters[1].keys), Array.from(bundle.clusters[1].keys));
+  assert.deepEqual(Array.from(back.clusters[0].bank.vectors.subarray(0, 64)), Array.from(bundle.clusters[0].bank.vectors.subarray(0, 64)));
+
+  const insp = await Inspector.load(back, bb);
+  const discCluster = back.clusters.find((c) => c.info.members[0].includes('disc_'))!.info.name;
+  const plateCluster = back.clusters.find((c) => c.info.members[0].includes('plate_'))!.info.name;
+  const verdicts: Record<string, string[]> = { good: [], bad: [], mesh: [] };
+  for (let i = 0; i < 6; i++) {
+    for (const [kind, cluster] of [['disc', discCluster], ['plate', plateCluster]] as const) {
+      const good = await insp.inspect({ width: SIZE, height: SIZE, data: syntheticProduct(kind, SIZE, 900 + i) });
+      assert.equal(good.cluster, cluster, `new good ${kind} routes to its cluster`);
+      verdicts.good.push(good.verdict);
+      const bad = await insp.inspect({ width: SIZE, height: SIZE, data: syntheticProduct(kind, SIZE, 950 + i, { x: 30 + i * 4, y: kind === 'plate' ? 12 : 40, w: 10, h: 6 }) });
+      verdicts.bad.push(bad.verdict);
+      if (bad.verdict === 'NG') assert.ok(bad.normalised_score! > 0.5 && bad.heatmap!.length === SIZE * SIZE);
+    }
+    const mesh = await insp.inspect({ width: SIZE, height: SIZE, data: syntheticProduct('mesh', SIZE, 990 + i) });
+    verdicts.mesh.push(mesh.verdict);
+    if (mesh.verdict === 'UNKNOWN') assert.equal(mesh.score, null, 'an unknown product is never scored');
+  }
+  const share = (v: string[], k: string) => v.filter((x) => x === k).length / v.length;
+  assert.ok(share(verdicts.good, 'OK') >= 11 / 12, `good parts: ${verdicts.good}`);
+  assert.ok(share(verdicts.bad, 'NG') >= 11 / 12, `planted defects: ${verdicts.bad}`);
+  assert.equal(share(verdicts.mesh, 'UNKNOWN'), 1, `never-calibrated product: ${verdicts.mesh}`);
+  await insp.release();
+
+  // A bundle for another backbone is refused with the reason.
+  const other = writeSyntheticBackbone(join(dir, 'bb2'), { seed: 5 });
+  await assert.rejects(Inspector.load(back, other), /calibrated with backbone "synthetic-cnn" .* recalibrate/);
+});
+
+test('calibrate: one product gives one cluster; known_class uses labels; F1 threshold from defect images; tiny classes are refused', async () => {
+  const dir = tempDir('cal1');
+  const bb = writeSyntheticBackbone(join(dir, 'bb'));
+  const discs = await writeSet(join(dir, 'discs'), 'disc', 20, 300);
+  const { bundle: one } = await calibrate(options(bb, discs, { folds: 3 }));
+  assert.equal(one.clusters.length, 1, one.header.calibration.clustering?.reason);
+
+  const plates = await writeSet(join(dir, 'plates'), 'plate', 10, 400);
+  const defects: string[] = [];
+  mkdirSync(join(dir, 'defects'), { recursive: true });
+  for (let i = 0; i < 4; i++) {
+    const p = join(dir, 'defects', `d${i}.png`);
+    await writePng(p, syntheticProduct('disc', SIZE, 600 + i, { x: 35, y: 30 + 5 * i, w: 12, h: 6 }), SIZE, SIZE);
+    defects.push(p);
+  }
+  const { bundle: known } = await calibrate(options(bb, [...discs, ...plates], { labels: [...discs.map(() => 'disc'), ...plates.map(() => 'plate')], defects, thresholdSource: 'f1', folds: 3 }));
+  assert.deepEqual(known.header.clusters.map((c) => [c.name, c.members.length]), [['disc', 20], ['plate', 10]]);
+  assert.equal(known.header.calibration.mode, 'known_class');
+  const disc = known.header.clusters[0];
+  assert.equal(disc.thresholds.defect_images, 4, 'the defects routed to the disc cluster');
+  assert.equal(disc.threshold_source, 'f1');
+  assert.equal(disc.threshold, disc.thresholds.f1);
+  assert.equal(known.header.clusters[1].threshold_source, 'frr', 'no defects for plates: FRR threshold kept');
+
+  await assert.rejects(calibrate(options(bb, [...discs, ...plates.slice(0, 5)], { labels: [...discs.map(() => 'disc'), ...plates.slice(0, 5).map(() => 'plate')] })), /plate has 5 images, fewer than the minimum 8/);
+  await assert.rejects(calibrate(options(bb, [])), /no nominal images/);
+});
+
+test('bundle file: truncation, corruption, wrong magic and version are clear errors', async () => {
+  const dir = tempDir('bundle');
+  const bb = writeSyntheticBackbone(join(dir, 'bb'));
+  const discs = await writeSet(join(dir, 'd'), 'disc', 10, 1);
+  const bytes = encodeBundle((await calibrate(options(bb, discs, { folds: 2, coreset: { ratio: 0.05, projectionDim: 16, seed: 0, dtype: 'float16' } }))).bundle);
+  const file = join(dir, 'b.hcebundle');
+  writeFileSync(file, bytes);
+  const ok = readBundleFile(file);
+  assert.equal(ok.clusters[0].bank.header.dtype, 'float16');
+  assert.throws(() => decodeBundle(bytes.subarray(0, bytes.length - 10)), /truncated/);
+  const flipped = Uint8Array.from(bytes);
+  flipped[bytes.length - 100] ^= 0xff;
+  assert.throws(() => decodeBundle(flipped), /corrupted \(checksum mismatch\)/);
+  const v2 = Uint8Array.from(bytes);
+  v2[8] = 2;
+  assert.throws(() => decodeBundle(v2), /format version 2 is not supported/);
+  const bank = Uint8Array.from(bytes);
+  bank.set(new TextEncoder().encode('HCEBANK\0'), 0);
+  assert.throws(() => decodeBundle(bank), /not a hiercore-edge bundle .*single bank file/);
+  assert.throws(() => readBundleFile(join(dir, 'missing.hcebundle')), /cannot read bundle .*missing/);
+  assert.equal(readFileSync(file).length, bytes.length);
+});

@@ -1,0 +1,126 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { clusterEmbeddings, finch, mergeClusters, normaliseRows, silhouette } from '../src/route/finch.ts';
+import { seededRandom } from '../src/score/coreset.ts';
+
+/** Gaussian blobs around random unit centres in d dimensions. */
+function blobs(k: number, per: number, d: number, spread: number, seed: number): { x: Float32Array; truth: Int32Array } {
+  const rnd = seededRandom(seed);
+  const gauss = () => Math.sqrt(-2 * Math.log(rnd() + 1e-12)) * Math.cos(2 * Math.PI * rnd());
+  const centres = normaliseRows(Float32Array.from({ length: k * d }, gauss), k, d);
+  const x = new Float32Array(k * per * d);
+  const truth = new Int32Array(k * per);
+  for (let c = 0; c < k; c++) {
+    for (let i = 0; i < per; i++) {
+      const r = c * per + i;
+      truth[r] = c;
+      for (let j = 0; j < d; j++) x[r * d + j] = centres[c * d + j] + spread * gauss();
+    }
+  }
+  return { x, truth };
+}
+
+/** True when two labelings are the same partition up to renaming. */
+function samePartition(a: Int32Array, b: Int32Array): boolean {
+  const ab = new Map<number, number>();
+  const ba = new Map<number, number>();
+  for (let i = 0; i < a.length; i++) {
+    if ((ab.get(a[i]) ?? b[i]) !== b[i] || (ba.get(b[i]) ?? a[i]) !== a[i]) return false;
+    ab.set(a[i], b[i]);
+    ba.set(b[i], a[i]);
+  }
+  return true;
+}
+
+/** True when every cluster of `p` lies inside one cluster of `truth`. */
+function refines(p: Int32Array, truth: Int32Array): boolean {
+  const owner = new Map<number, number>();
+  for (let i = 0; i < p.length; i++) {
+    if ((owner.get(p[i]) ?? truth[i]) !== truth[i]) return false;
+    owner.set(p[i], truth[i]);
+  }
+  return true;
+}
+
+test('FINCH on Gaussian blobs recovers the blobs', () => {
+  const d = 16;
+  for (const seed of [1, 2, 7]) {
+    const { x, truth } = blobs(4, 30, d, 0.04, seed);
+    const u = normaliseRows(x, 120, d);
+    const parts = finch(u, 120, d);
+    const levels = parts.map((p) => p.count).join(', ');
+    assert.ok(parts.length >= 2, 'a hierarchy of several partitions');
+    for (let i = 1; i < parts.length; i++) assert.ok(parts[i].count < parts[i - 1].count, 'each level is coarser');
+    // Every level down to 4 clusters only joins points of one blob (first-neighbour links never cross).
+    for (const p of parts.filter((q) => q.count >= 4)) assert.ok(refines(p.labels, truth), `seed ${seed}: level ${p.count} mixes blobs (${levels})`);
+    // Seed 7 leaves one blob in two halves at the level above 4; the close-group merge joins them.
+    const r = clusterEmbeddings(x, 120, d, { minSilhouette: 0.2, mergeDistance: 0.35, minClusterSize: 5 });
+    assert.equal(r.count, 4, `seed ${seed}: ${r.reason} (${levels})`);
+    assert.ok(samePartition(r.labels, truth));
+    if (parts.some((p) => samePartition(p.labels, truth))) {
+      const plain = clusterEmbeddings(x, 120, d, { minSilhouette: 0.2, mergeDistance: 0, minClusterSize: 5 });
+      assert.ok(samePartition(plain.labels, truth), `seed ${seed}: silhouette picks the blob level`);
+    }
+  }
+});
+
+test('silhouette under cosine distance matches a hand-computed case', () => {
+  // Unit vectors at angles 0, 10, 90, 100 degrees, clusters {0,1} and {2,3}.
+  const deg = [0, 10, 90, 100].map((a) => (a * Math.PI) / 180);
+  const u = Float32Array.from(deg.flatMap((a) => [Math.cos(a), Math.sin(a)]));
+  const p = { labels: Int32Array.from([0, 0, 1, 1]), count: 2 };
+  const dist = (a: number, b: number) => 1 - Math.cos(deg[a] - deg[b]);
+  // point 0: a = d(0,1), b = mean(d(0,2), d(0,3)); symmetric for the rest
+  const s = [0, 1, 2, 3].map((i) => {
+    const own = p.labels[i];
+    const mates = [0, 1, 2, 3].filter((j) => j !== i && p.labels[j] === own);
+    const others = [0, 1, 2, 3].filter((j) => p.labels[j] !== own);
+    const a = mates.reduce((t, j) => t + dist(i, j), 0) / mates.length;
+    const b = others.reduce((t, j) => t + dist(i, j), 0) / others.length;
+    return (b - a) / Math.max(a, b);
+  });
+  const expected = s.reduce((a, b) => a + b, 0) / 4;
+  // a = 1 - cos 10° = 0.015192 for all; b = 1.086824 (points at 0° and 100°) or 0.913176 (10°, 90°)
+  // -> s = 0.986022 and 0.983364, mean 0.984693
+  assert.ok(Math.abs(expected - 0.984693) < 1e-5, `hand value ${expected}`);
+  assert.ok(Math.abs(silhouette(u, 4, 2, p)! - expected) < 1e-6);
+  assert.equal(silhouette(u, 4, 2, { labels: new Int32Array(4), count: 1 }), null, 'undefined for one cluster');
+});
+
+test('one product type stays one cluster; poses of one product are merged; tiny clusters are merged', () => {
+  const d = 16;
+  // One blob: FINCH splits it, the silhouette rule keeps it whole.
+  const one = blobs(1, 80, d, 0.3, 3);
+  const r1 = clusterEmbeddings(one.x, 80, d, { minSilhouette: 0.2, mergeDistance: 0.35, minClusterSize: 10 });
+  assert.equal(r1.count, 1, r1.reason);
+  assert.ok(finch(normaliseRows(one.x, 80, d), 80, d)[0].count > 1, 'FINCH alone would split it');
+  // Two "poses" 0.1 apart in cosine distance, far from a third product: merged into one.
+  const rnd = seededRandom(9);
+  const base = normaliseRows(Float32Array.from({ length: d }, () => rnd() - 0.5), 1, d);
+  const pose = Float32Array.from(base, (v, i) => v + (i === 0 ? 0.45 : 0));
+  const other = Float32Array.from(base, (v, i) => (i === 1 ? 3 : -v));
+  const rows: number[] = [];
+  const truth: number[] = [];
+  for (let i = 0; i < 90; i++) {
+    const c = [base, pose, other][i % 3];
+    for (let j = 0; j < d; j++) rows.push(c[j] + 0.01 * (rnd() - 0.5));
+    truth.push(i % 3 === 2 ? 1 : 0);
+  }
+  const x = Float32Array.from(rows);
+  const without = clusterEmbeddings(x, 90, d, { minSilhouette: 0.2, mergeDistance: 0, minClusterSize: 2 });
+  assert.equal(without.count, 3, 'silhouette alone keeps the poses apart');
+  const merged = clusterEmbeddings(x, 90, d, { minSilhouette: 0.2, mergeDistance: 0.35, minClusterSize: 2 });
+  assert.equal(merged.count, 2, merged.reason);
+  assert.ok(samePartition(merged.labels, Int32Array.from(truth)));
+  assert.equal(merged.merged[0].reason, 'pose');
+  // A 3-member cluster next to 2 big ones is merged into its nearest, and reported.
+  const u = normaliseRows(x, 90, d);
+  const labels = Int32Array.from(truth);
+  labels[0] = 2;
+  labels[3] = 2;
+  labels[6] = 2;
+  const m = mergeClusters(u, d, { labels, count: 3 }, 0, 10);
+  assert.equal(m.partition.count, 2);
+  assert.deepEqual(m.merged.map((s) => [s.reason, s.size]), [['small', 3]]);
+  assert.equal(m.partition.labels[0], m.partition.labels[9], 'went to its own product (base/pose cluster)');
+});
