@@ -3,7 +3,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { importTflite } from '../features/import-tflite.ts';
-import { coresetSettings, featureSettings, loadEngineConfig, parseInputSize, type EngineConfig } from '../config.ts';
+import { coresetSettings, featureSettings, loadEngineConfig, parseInputSize, PROJECT_ROOT, type EngineConfig } from '../config.ts';
 import { evaluate } from '../eval/evaluate.ts';
 import { listCategories } from '../eval/dataset.ts';
 import { Progress } from '../util/progress.ts';
@@ -291,6 +291,50 @@ export function buildProgram(): Command {
     await inspector.release();
     if (failed) process.exitCode = 1;
   });
+  program
+    .command('run')
+    .description('the inspection daemon: camera -> route -> score -> MQTT (see README "Running the daemon")')
+    .option('--config <file>', 'site config JSON (default: config/site.json when present)')
+    .option('--print-config', 'print the effective configuration (secrets masked) and exit')
+    .allowUnknownOption(true)
+    .helpOption('-h, --help', 'flags: --station --backbone --bundle --source-kind --source-path --source-fps --source-loop --trigger-mode --mqtt-url --mqtt-store-dir --provider --metrics-port --log-level; everything else in the config file or HCE_* variables')
+    .action(async (o: { config?: string; printConfig?: boolean }, cmd: Command) => {
+      const { loadDaemonConfig } = await import('../service/config.ts');
+      const { Daemon } = await import('../service/daemon.ts');
+      const { createLogger } = await import('../service/log.ts');
+      const loaded = loadDaemonConfig({ siteFile: o.config, defaultSite: join(PROJECT_ROOT, 'config', 'site.json'), args: cmd.args });
+      if (o.printConfig) {
+        console.log(loaded.toString());
+        return;
+      }
+      const log = createLogger(loaded.config.log_level as 'info');
+      if (loaded.site) log('info', `config ${loaded.site}`);
+      const daemon = new Daemon(loaded.config, log, loaded.toString);
+      let exiting = false;
+      const shutdown = (sig: string) => {
+        if (exiting) return;
+        exiting = true;
+        // process.exit() can hang joining a threadpool thread still inside a GStreamer call; the
+        // unit's TimeoutStopSec is the backstop, this timer the first line.
+        setTimeout(() => process.kill(process.pid, 'SIGKILL'), 15_000).unref();
+        daemon.stop(sig).then(
+          () => process.exit(0),
+          (e: Error) => {
+            log('error', `stop failed: ${e.message}`);
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => shutdown('SIGTERM'));
+      process.on('SIGINT', () => shutdown('SIGINT'));
+      try {
+        await daemon.start();
+      } catch (e) {
+        log('error', (e as Error).message);
+        await daemon.stop('start-up failed').catch(() => {});
+        process.exit(1);
+      }
+    });
   return program;
 }
 

@@ -135,3 +135,33 @@ export function syntheticProduct(kind: ProductKind, size: number, seed: number, 
   }
   return img;
 }
+
+/**
+ * A bundle for the synthetic backbone calibrated on `n` good discs, written to `dir`/line.hcebundle.
+ * Returns the backbone dir and the bundle path.
+ */
+export async function writeSyntheticBundle(dir: string, n = 20): Promise<{ backbone: string; bundle: string }> {
+  const { calibrate } = await import('../../src/calibrate/calibrate.ts');
+  const { writeBundleFile } = await import('../../src/calibrate/bundle-file.ts');
+  const backbone = writeSyntheticBackbone(join(dir, 'bb'));
+  const images = await writeNominalSet(join(dir, 'calib'), n, 96, 5000);
+  const { bundle } = await calibrate({
+    images,
+    backbone,
+    inputSize: '96x96',
+    features: () => ({ width: 96, height: 96, fit: 'letterbox', preDim: 64, dim: 32 }),
+    coreset: { ratio: 0.25, projectionDim: 16, seed: 0, dtype: 'float32' },
+    scoring: { reweightNeighbours: 0, sigma: 4 },
+    clustering: { minSilhouette: 0.2, mergeDistance: 0.015, minClusterSize: 8 },
+    frrTarget: 0.005,
+    folds: 4,
+    keyMode: 'all',
+    keyCount: 32,
+    limit: { quantile: 1, scale: 3, floor: 0.05 },
+    thresholdSource: 'frr',
+    runtime: { provider: 'cpu' },
+  });
+  const path = join(dir, 'line.hcebundle');
+  writeBundleFile(path, bundle);
+  return { backbone, bundle: path };
+}

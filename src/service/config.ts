@@ -1,0 +1,121 @@
+/**
+ * Daemon configuration (convict): built-in defaults, then the site file (config/site.json or --config),
+ * then HCE_* environment variables, then command-line flags. Validation fails before the camera or
+ * the broker is touched, and every error names the key, the value and what is allowed.
+ */
+import convict from 'convict';
+import { existsSync } from 'node:fs';
+import { SOURCE_KINDS } from '../capture/pipelines.ts';
+
+convict.addFormat({
+  name: 'positive-number',
+  validate(v: unknown) {
+    if (typeof v !== 'number' || !(v > 0)) throw new Error('must be a number > 0');
+  },
+  coerce: (v: unknown) => Number(v),
+});
+
+const SCHEMA = {
+    station: { doc: 'station name, the second level of every MQTT topic', format: (v: unknown) => { if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(v)) throw new Error('must be 1-64 characters of letters, digits, _ . -'); }, default: 'station-1', env: 'HCE_STATION', arg: 'station' },
+    backbone: { doc: 'backbone directory (backbone.json + backbone.onnx)', format: String, default: '', env: 'HCE_BACKBONE', arg: 'backbone' },
+    bundle: { doc: 'calibration bundle (.hcebundle) to load', format: String, default: '', env: 'HCE_BUNDLE', arg: 'bundle' },
+    source: {
+      kind: { doc: 'frame source', format: [...SOURCE_KINDS], default: 'folder', env: 'HCE_SOURCE_KIND', arg: 'source-kind' },
+      path: { doc: 'folder/file: image folder or file to replay', format: String, default: '', env: 'HCE_SOURCE_PATH', arg: 'source-path' },
+      device: { doc: 'v4l2: video device', format: String, default: '/dev/video0', env: 'HCE_SOURCE_DEVICE' },
+      url: { doc: 'rtsp: stream URL', format: String, default: '', env: 'HCE_SOURCE_URL', sensitive: true },
+      camera: { doc: 'aravis: camera name ("" = first); nvargus: sensor id', format: String, default: '', env: 'HCE_SOURCE_CAMERA' },
+      pipeline: { doc: 'gstreamer: launch string that produces video (an RGB appsink is appended)', format: String, default: '', env: 'HCE_SOURCE_PIPELINE' },
+      width: { doc: 'frame width after scaling in the pipeline (0 = native)', format: 'nat', default: 0, env: 'HCE_SOURCE_WIDTH' },
+      height: { doc: 'frame height after scaling in the pipeline (0 = native)', format: 'nat', default: 0, env: 'HCE_SOURCE_HEIGHT' },
+      fps: { doc: 'folder/file replay rate and videotestsrc rate', format: 'positive-number', default: 5, env: 'HCE_SOURCE_FPS', arg: 'source-fps' },
+      loop: { doc: 'folder/file: replay forever', format: Boolean, default: true, env: 'HCE_SOURCE_LOOP', arg: 'source-loop' },
+      frame_timeout_ms: { doc: 'no frame for this long = camera lost, reconnect', format: 'nat', default: 5000, env: 'HCE_SOURCE_FRAME_TIMEOUT_MS' },
+    },
+    trigger: {
+      mode: { doc: 'free: inspect the newest frame whenever inference is free (older ones are dropped); mqtt: inspect the next frame after each trigger message; all: inspect every frame in order (replay sources are slowed down instead)', format: ['free', 'mqtt', 'all'], default: 'free', env: 'HCE_TRIGGER_MODE', arg: 'trigger-mode' },
+      max_fps: { doc: 'free-run: at most this many inspections per second (0 = as fast as inference goes)', format: Number, default: 0, env: 'HCE_TRIGGER_MAX_FPS' },
+    },
+    mqtt: {
+      url: { doc: 'broker URL mqtt://host:1883 or mqtts://host:8883; "" = embedded broker on 127.0.0.1', format: String, default: '', env: 'HCE_MQTT_URL', arg: 'mqtt-url' },
+      embedded_port: { doc: 'port of the embedded broker when mqtt.url is ""', format: 'port', default: 1883, env: 'HCE_MQTT_EMBEDDED_PORT' },
+      prefix: { doc: 'first topic level', format: String, default: 'hiercore', env: 'HCE_MQTT_PREFIX' },
+      protocol_version: { doc: '5 (MQTT 5) or 4 (MQTT 3.1.1)', format: [4, 5], default: 5, env: 'HCE_MQTT_PROTOCOL_VERSION' },
+      client_id: { doc: 'client id ("" = hiercore-edge-<station>)', format: String, default: '', env: 'HCE_MQTT_CLIENT_ID' },
+      username: { doc: 'broker user', format: String, default: '', env: 'HCE_MQTT_USERNAME' },
+      password: { doc: 'broker password', format: String, default: '', env: 'HCE_MQTT_PASSWORD', sensitive: true },
+      ca: { doc: 'TLS: CA certificate file (PEM)', format: String, default: '', env: 'HCE_MQTT_CA' },
+      cert: { doc: 'TLS: client certificate file (PEM)', format: String, default: '', env: 'HCE_MQTT_CERT' },
+      key: { doc: 'TLS: client key file (PEM)', format: String, default: '', env: 'HCE_MQTT_KEY', sensitive: true },
+      reject_unauthorized: { doc: 'TLS: refuse brokers whose certificate does not verify', format: Boolean, default: true, env: 'HCE_MQTT_REJECT_UNAUTHORIZED' },
+      store_dir: { doc: 'on-disk queue of unacknowledged verdicts (survives restarts)', format: String, default: 'var/mqtt-store', env: 'HCE_MQTT_STORE_DIR', arg: 'mqtt-store-dir' },
+      keepalive_s: { doc: 'MQTT keepalive', format: 'nat', default: 30, env: 'HCE_MQTT_KEEPALIVE_S' },
+      heatmap: { doc: 'publish a JPEG heatmap overlay with each verdict', format: Boolean, default: true, env: 'HCE_MQTT_HEATMAP' },
+      ng_image: { doc: 'publish the full JPEG frame of NG and UNKNOWN parts', format: Boolean, default: false, env: 'HCE_MQTT_NG_IMAGE' },
+      stats_interval_s: { doc: 'stats message period (0 = off)', format: 'nat', default: 30, env: 'HCE_MQTT_STATS_INTERVAL_S' },
+    },
+    runtime: {
+      provider: { doc: 'onnxruntime execution provider', format: ['cpu', 'cuda', 'tensorrt'], default: 'cpu', env: 'HCE_RUNTIME_PROVIDER', arg: 'provider' },
+      threads: { doc: 'onnxruntime intra-op threads (0 = all cores)', format: 'nat', default: 0, env: 'HCE_RUNTIME_THREADS' },
+      reweight_neighbours: { doc: 'PatchCore Eq. 7 re-weighting (0 = off)', format: 'nat', default: 0, env: 'HCE_RUNTIME_REWEIGHT' },
+      heatmap_sigma: { doc: 'heatmap Gaussian blur sigma (pixels)', format: 'positive-number', default: 4, env: 'HCE_RUNTIME_HEATMAP_SIGMA' },
+    },
+    archive: {
+      dir: { doc: 'NG/UNKNOWN frames, heatmaps and verdicts are kept here ("" = off)', format: String, default: 'var/archive', env: 'HCE_ARCHIVE_DIR' },
+      quota_mb: { doc: 'archive size limit; oldest entries are deleted first', format: 'nat', default: 2048, env: 'HCE_ARCHIVE_QUOTA_MB' },
+    },
+    metrics: {
+      port: { doc: 'Prometheus /metrics and /healthz HTTP port (0 = off)', format: 'port', default: 9464, env: 'HCE_METRICS_PORT', arg: 'metrics-port' },
+      host: { doc: 'address the metrics server listens on', format: String, default: '127.0.0.1', env: 'HCE_METRICS_HOST' },
+    },
+    watchdog: {
+      stall_s: { doc: 'stop sending WATCHDOG=1 after this long without an inspected frame (free-run only)', format: 'nat', default: 60, env: 'HCE_WATCHDOG_STALL_S' },
+    },
+    log_level: { doc: 'error | warn | info | debug', format: ['error', 'warn', 'info', 'debug'], default: 'info', env: 'HCE_LOG_LEVEL', arg: 'log-level' },
+};
+
+/** convict reads env and argv when the schema is instantiated: pass ours so tests and the CLI agree. */
+export function daemonSchema(env: NodeJS.ProcessEnv = process.env, args: string[] = []) {
+  return convict(SCHEMA, { env, args });
+}
+
+export type DaemonConfig = ReturnType<ReturnType<typeof daemonSchema>['getProperties']>;
+
+export class DaemonConfigError extends Error {}
+
+/**
+ * Loads and validates. `siteFile` = --config; without it config/site.json next to the defaults is
+ * used when present. `args` are the command-line flags convict knows (e.g. --station).
+ */
+export function loadDaemonConfig(opts: { siteFile?: string; defaultSite?: string; args?: string[]; env?: NodeJS.ProcessEnv; overrides?: Record<string, unknown> } = {}) {
+  const site = opts.siteFile ?? (opts.defaultSite && existsSync(opts.defaultSite) ? opts.defaultSite : undefined);
+  try {
+    const conf = daemonSchema(opts.env ?? process.env, opts.args ?? []);
+    if (site) {
+      if (!existsSync(site)) throw new DaemonConfigError(`config file ${site} does not exist`);
+      conf.loadFile(site);
+    }
+    if (opts.overrides) conf.load(opts.overrides);
+    conf.validate({ allowed: 'strict' });
+    const p = conf.getProperties() as DaemonConfig;
+    checkCombinations(p);
+    return { config: p, site, toString: () => conf.toString() };
+  } catch (e) {
+    if (e instanceof DaemonConfigError) throw e;
+    throw new DaemonConfigError(`invalid configuration${site ? ` (${site})` : ''}: ${(e as Error).message.replace(/\n/g, '; ')}`);
+  }
+}
+
+function checkCombinations(p: DaemonConfig): void {
+  const need = (cond: boolean, key: string, why: string) => {
+    if (!cond) throw new DaemonConfigError(`config "${key}" is required ${why}`);
+  };
+  const s = p.source;
+  if (s.kind === 'folder' || s.kind === 'file') need(s.path !== '', 'source.path', `for source.kind "${s.kind}" (a folder or image file to replay)`);
+  if (s.kind === 'rtsp') need(/^rtsps?:\/\//.test(s.url), 'source.url', 'for source.kind "rtsp" (rtsp://host/stream)');
+  if (s.kind === 'gstreamer') need(s.pipeline !== '', 'source.pipeline', 'for source.kind "gstreamer"');
+  if ((s.width > 0) !== (s.height > 0)) throw new DaemonConfigError(`config "source.width"/"source.height" = ${s.width}/${s.height} is invalid: set both or neither`);
+  if (s.frame_timeout_ms < 500) throw new DaemonConfigError(`config "source.frame_timeout_ms" = ${s.frame_timeout_ms} is invalid: at least 500`);
+  if ((p.mqtt.cert === '') !== (p.mqtt.key === '')) throw new DaemonConfigError('config "mqtt.cert" and "mqtt.key" go together: set both for a client certificate, or neither');
+  if (p.mqtt.url && !/^(mqtts?|wss?|tcp|tls):\/\//.test(p.mqtt.url)) throw new DaemonConfigError(`config "mqtt.url" = "${p.mqtt.url}" is invalid: mqtt://host:1883, mqtts://host:8883 (or "" for the embedded broker)`);
+}

@@ -1,0 +1,84 @@
+/** Real processes for integration tests: mosquitto on a free loopback port, and the daemon itself. */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createServer, connect } from 'node:net';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export function which(cmd: string): string | null {
+  const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : null;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 20_000, stepMs = 50): Promise<NonNullable<T>> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export class Mosquitto {
+  private proc: ChildProcess | null = null;
+  log = '';
+  constructor(readonly dir: string, readonly port: number, private readonly extra = '') {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'mosquitto.conf'), [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${dir}/`, 'log_dest stderr', extra].join('\n') + '\n');
+  }
+  get url(): string {
+    return `mqtt://127.0.0.1:${this.port}`;
+  }
+  async start(): Promise<void> {
+    this.proc = spawn('mosquitto', ['-c', join(this.dir, 'mosquitto.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.proc.stderr!.on('data', (d) => (this.log += d.toString()));
+    await waitFor(`mosquitto on port ${this.port}`, () => portOpen(this.port), 10_000);
+  }
+  /** SIGTERM: mosquitto saves its persistent sessions and exits. */
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null) return;
+    const done = new Promise((r) => p.once('exit', r));
+    p.kill('SIGTERM');
+    await done;
+    this.proc = null;
+  }
+}
+
+export class DaemonProcess {
+  proc: ChildProcess;
+  out = '';
+  readonly exited: Promise<number | null>;
+  constructor(configFile: string, env: Record<string, string> = {}) {
+    const bin = join(import.meta.dirname, '..', '..', 'bin', 'hiercore-edge.js');
+    this.proc = spawn(process.execPath, [bin, 'run', '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc.stdout!.on('data', (d) => (this.out += d.toString()));
+    this.proc.stderr!.on('data', (d) => (this.out += d.toString()));
+    this.exited = new Promise((r) => this.proc.once('exit', (code) => r(code)));
+  }
+  kill(sig: NodeJS.Signals): void {
+    this.proc.kill(sig);
+  }
+}
