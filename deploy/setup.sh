@@ -15,12 +15,16 @@ for a in "$@"; do
   esac
 done
 
-# Runtime: onnxruntime-node and sharp ship their native libraries inside their npm packages; the
-# engine needs nothing beyond Node.js >= 20.11 and a C++ runtime, which Debian always has.
-runtime_pkgs=(ca-certificates)
-# Tests: Debian's PyTorch runs deploy/export_backbone.py (random weights, no download) so the
-# bring-your-own-ONNX path is tested.
-dev_pkgs=(python3 python3-torch python3-torchvision)
+# Runtime: onnxruntime-node and sharp ship their native libraries inside their npm packages.
+# GStreamer (capture; the -dev packages let npm ci build gstreamer-superficial), Aravis for GigE Vision /
+# USB3 Vision cameras, libsystemd for sd-notify (Type=notify + watchdog), and the toolchain node-gyp
+# builds those two addons with.
+runtime_pkgs=(ca-certificates
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-tools libaravis-0.8-0 aravis-tools libsystemd-dev pkg-config make g++ python3)
+# Tests: a real mosquitto broker (+ clients) for the daemon integration tests, openssl for their TLS
+# certificates, and Debian's PyTorch so deploy/export_backbone.py (random weights, no download) is tested.
+dev_pkgs=(mosquitto mosquitto-clients openssl iproute2 python3-torch python3-torchvision)
 
 pkgs=("${runtime_pkgs[@]}")
 [ "$runtime_only" = 1 ] || pkgs+=("${dev_pkgs[@]}")
@@ -37,6 +41,10 @@ else
   echo "setup.sh: installing ${missing[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts mosquitto as a system service on install; the tests start their own brokers.
+if [ "$runtime_only" = 0 ] && command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
+  echo "setup.sh: note: a system mosquitto is running on port 1883 (tests use their own ports)"
 fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)

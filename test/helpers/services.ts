@@ -3,6 +3,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { userInfo } from 'node:os';
 
 export function which(cmd: string): string | null {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
@@ -44,9 +45,11 @@ function portOpen(port: number): Promise<boolean> {
 export class Mosquitto {
   private proc: ChildProcess | null = null;
   log = '';
-  constructor(readonly dir: string, readonly port: number, private readonly extra = '') {
+  /** `head` goes before everything else (e.g. per_listener_settings), `extra` after the default listener. */
+  constructor(readonly dir: string, readonly port: number, private readonly extra = '', head = '') {
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'mosquitto.conf'), [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${dir}/`, 'log_dest stderr', extra].join('\n') + '\n');
+    // Started as root, mosquitto would drop to its own user and lose access to the test's 0700 temp dir.
+    writeFileSync(join(dir, 'mosquitto.conf'), [head, `user ${userInfo().username}`, `listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${dir}/`, 'log_dest stderr', extra].join('\n') + '\n');
   }
   get url(): string {
     return `mqtt://127.0.0.1:${this.port}`;
@@ -54,7 +57,9 @@ export class Mosquitto {
   async start(): Promise<void> {
     this.proc = spawn('mosquitto', ['-c', join(this.dir, 'mosquitto.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr!.on('data', (d) => (this.log += d.toString()));
-    await waitFor(`mosquitto on port ${this.port}`, () => portOpen(this.port), 10_000);
+    await waitFor(`mosquitto on port ${this.port}`, () => portOpen(this.port), 10_000).catch((e: Error) => {
+      throw new Error(`${e.message}; mosquitto said: ${this.log.trim().slice(-500)}`);
+    });
   }
   /** SIGTERM: mosquitto saves its persistent sessions and exits. */
   async stop(): Promise<void> {
