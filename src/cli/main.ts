@@ -3,6 +3,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { importTflite } from '../features/import-tflite.ts';
+import { resolveBackbone } from '../features/default-backbone.ts';
 import { coresetSettings, featureSettings, loadEngineConfig, parseInputSize, PROJECT_ROOT, type EngineConfig } from '../config.ts';
 import { evaluate } from '../eval/evaluate.ts';
 import { listCategories } from '../eval/dataset.ts';
@@ -55,7 +56,7 @@ interface EngineFlags {
 function engineOptions(cmd: Command): Command {
   return cmd
     .option('--config <file>', 'site config JSON merged over config/default.json')
-    .option('--backbone <dir>', 'backbone directory (backbone.json + backbone.onnx); default: config "backbone" or $HCE_BACKBONE')
+    .option('--backbone <dir>', 'backbone directory (backbone.json + backbone.onnx); default: config "backbone", $HCE_BACKBONE, else the built-in fallback')
     .option('--input-size <WxH|auto>', 'network input size; auto = the frames\' aspect ratio at 224x224 pixels', parseSize)
     .option('--fit <mode>', 'letterbox | stretch | crop')
     .option('--dim <n>', 'patch feature dimension', parseIntArg)
@@ -86,7 +87,7 @@ function engineConfig(f: EngineFlags, extra: Record<string, Record<string, unkno
   if (f.provider) (o.runtime as Record<string, unknown>).provider = f.provider;
   if (f.threads !== undefined) (o.runtime as Record<string, unknown>).threads = f.threads;
   const c = loadEngineConfig(f.config, { ...o, ...extra });
-  if (!c.backbone) throw new Error('no backbone: pass --backbone <dir>, set "backbone" in the config, or set HCE_BACKBONE (make one with "hiercore-edge model import")');
+  c.backbone = resolveBackbone(c.backbone, (m) => console.error(m));
   return c;
 }
 
@@ -105,6 +106,28 @@ export function buildProgram(): Command {
       console.log(`imported ${file} (${ops})`);
       for (const out of r.sidecar.outputs) console.log(`  output ${out.name}: ${out.role}, ${out.channels} channels${out.stride ? `, stride ${out.stride}` : ''}`);
       console.log(`wrote ${r.onnxPath} and ${r.sidecarPath}`);
+    });
+
+  model
+    .command('fallback')
+    .description('import the built-in fallback backbone (MobileNetV2 from the nsfwjs npm package, up to block_10)')
+    .requiredOption('--out <dir>', 'output directory')
+    .action(async (o: { out: string }) => {
+      const { importFallbackBackbone } = await import('../features/import-nsfwjs.ts');
+      const r = importFallbackBackbone(resolve(o.out));
+      for (const out of r.sidecar.outputs) console.log(`  output ${out.name}: ${out.role}, ${out.channels} channels, stride ${out.stride} (${out.source})`);
+      console.log(`wrote ${r.onnxPath} (${r.sidecar.id})`);
+    });
+  model
+    .command('fetch [name]')
+    .description('download a pinned reference model (google-coral/test_data) and import it; needs internet')
+    .requiredOption('--out <dir>', 'output directory')
+    .action(async (name: string | undefined, o: { out: string }) => {
+      const { fetchBackbone, CORAL_MODELS } = await import('../features/default-backbone.ts');
+      const n = (name ?? 'mobilenet-v2-ptq') as keyof typeof CORAL_MODELS;
+      if (!(n in CORAL_MODELS)) throw new Error(`unknown model "${n}": one of ${Object.keys(CORAL_MODELS).join(', ')}`);
+      const r = await fetchBackbone(n, resolve(o.out));
+      console.log(`fetched ${CORAL_MODELS[n].url} (sha256 checked) and wrote ${r.onnxPath}`);
     });
 
   engineOptions(

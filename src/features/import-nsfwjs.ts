@@ -1,0 +1,65 @@
+/**
+ * The built-in fallback backbone: the Keras MobileNetV2 bundled in the npm package nsfwjs 4.3.0 (MIT),
+ * imported up to block_10. Its layers up to block_10 kept their ImageNet convolution kernels
+ * (`trainable: false` in the saved model); later blocks were fine-tuned for another task and are never
+ * read. Patch taps: block_6_expand_relu (stride 8, 192 ch, the input of the stride-16 depthwise conv,
+ * as for the Coral model) and block_10_expand_relu (stride 16, 384 ch); semantic: block_10_expand_relu
+ * pooled. Input RGB in [0, 1].
+ */
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
+import { convertKeras, decodeWeights, type TfjsModel } from './tfjs/keras-to-onnx.ts';
+import { SIDECAR_FORMAT, type Sidecar } from './sidecar.ts';
+import { sha256, writeFileAtomic } from '../util/files.ts';
+
+export const NSFWJS_VERSION = '4.3.0';
+export const FALLBACK_ID = `nsfwjs-${NSFWJS_VERSION}-mobilenet_v2-block10`;
+export const FALLBACK_TAPS = [
+  { layer: 'block_6_expand_relu', name: 'patch_s8', role: 'patch' as const, stride: 8 },
+  { layer: 'block_10_expand_relu', name: 'patch_s16', role: 'patch' as const, stride: 16 },
+  { layer: 'block_10_expand_relu', name: 'semantic', role: 'semantic' as const, stride: 16, pool: true },
+];
+
+export function loadNsfwjsModel(): { model: TfjsModel; shards: Uint8Array; trainable: Record<string, boolean> } {
+  const req = createRequire(import.meta.url);
+  let root: string;
+  try {
+    // Resolve only: loading nsfwjs itself would need TensorFlow.js, which is not installed.
+    root = resolve(req.resolve('nsfwjs'), '..', '..', '..');
+  } catch {
+    throw new Error('the npm package nsfwjs is not installed (npm ci installs it): it carries the built-in fallback backbone');
+  }
+  const pkgVersion = JSON.parse(readFileSync(resolve(root, 'package.json'), 'utf8')).version;
+  if (pkgVersion !== NSFWJS_VERSION) throw new Error(`nsfwjs ${pkgVersion} is installed, the fallback backbone is pinned to ${NSFWJS_VERSION}: run npm ci`);
+  const dir = resolve(root, 'dist', 'models', 'mobilenet_v2');
+  const model = req(resolve(dir, 'model.min.js')) as TfjsModel;
+  const shard = req(resolve(dir, 'group1-shard1of1.min.js')) as string;
+  const layers = (model.modelTopology.model_config ?? model.modelTopology).config!.layers;
+  const trainable = Object.fromEntries(layers.map((l) => [l.name, l.config.trainable !== false]));
+  return { model, shards: new Uint8Array(Buffer.from(shard, 'base64')), trainable };
+}
+
+export function importFallbackBackbone(outDir: string): { sidecar: Sidecar; onnxPath: string; layerCounts: Record<string, number> } {
+  const { model, shards, trainable } = loadNsfwjsModel();
+  // Refuse to build on layers that were fine-tuned away from ImageNet (a changed package would).
+  const convLayers = Object.keys(trainable).filter((n) => /^(Conv1|bn_Conv1|expanded_conv|block_([0-9]|10)_)/.test(n));
+  const retrained = convLayers.filter((n) => trainable[n]);
+  if (retrained.length) throw new Error(`nsfwjs model has trainable layers inside block_10 (${retrained.slice(0, 3).join(', ')}…): its ImageNet features cannot be trusted`);
+  const weights = decodeWeights(model.weightsManifest, shards);
+  const conv = convertKeras(model, weights, FALLBACK_TAPS.map((t) => ({ layer: t.layer, name: t.name, pool: t.pool })));
+  mkdirSync(outDir, { recursive: true });
+  const onnxPath = resolve(outDir, 'backbone.onnx');
+  writeFileAtomic(onnxPath, conv.onnx);
+  const sidecar: Sidecar = {
+    format: SIDECAR_FORMAT,
+    id: FALLBACK_ID,
+    onnx: 'backbone.onnx',
+    onnx_sha256: sha256(conv.onnx),
+    source: { file: `nsfwjs@${NSFWJS_VERSION}/dist/models/mobilenet_v2`, sha256: sha256(shards), kind: 'tfjs-layers' },
+    input: { name: conv.inputName, layout: 'NCHW', color: 'RGB', height: conv.inputSize.height, width: conv.inputSize.width, dynamic_size: true, pixel: { scale: [1 / 255, 1 / 255, 1 / 255], offset: [0, 0, 0] } },
+    outputs: FALLBACK_TAPS.map((t) => ({ name: t.name, role: t.role, stride: t.stride, channels: conv.channels[t.name], source: t.layer })),
+  };
+  writeFileAtomic(resolve(outDir, 'backbone.json'), new TextEncoder().encode(JSON.stringify(sidecar, null, 2) + '\n'));
+  return { sidecar, onnxPath, layerCounts: conv.layerCounts };
+}
