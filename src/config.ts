@@ -23,7 +23,7 @@ export interface EngineConfig {
     threshold: 'frr' | 'f1';
     min_cluster_size: number;
     min_silhouette: number;
-    merge_distance: number;
+    pose_merge: number;
     keys: KeyMode;
     key_count: number;
     routing_limit: LimitRule;
@@ -67,13 +67,13 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
   check(k.threshold === 'frr' || k.threshold === 'f1', 'calibration.threshold', k.threshold, '"frr" (from good images) or "f1" (needs --defects)');
   check(int(k.min_cluster_size) && k.min_cluster_size >= 2, 'calibration.min_cluster_size', k.min_cluster_size, 'an integer >= 2 (and >= folds)');
   check(typeof k.min_silhouette === 'number' && k.min_silhouette >= -1 && k.min_silhouette <= 1, 'calibration.min_silhouette', k.min_silhouette, 'a number in [-1, 1]');
-  check(typeof k.merge_distance === 'number' && k.merge_distance >= 0 && k.merge_distance <= 2, 'calibration.merge_distance', k.merge_distance, 'a cosine distance in [0, 2] (0 = never merge)');
+  check(typeof k.pose_merge === 'number' && k.pose_merge >= 0 && k.pose_merge <= 100, 'calibration.pose_merge', k.pose_merge, 'a factor in [0, 100] (0 = never merge groups as poses)');
   check(KEY_MODES.includes(k.keys), 'calibration.keys', k.keys, `one of ${KEY_MODES.join(', ')}`);
   check(int(k.key_count) && k.key_count >= 1, 'calibration.key_count', k.key_count, 'a positive integer');
   const rl = k.routing_limit ?? ({} as LimitRule);
   check(typeof rl.quantile === 'number' && rl.quantile > 0 && rl.quantile <= 1, 'calibration.routing_limit.quantile', rl.quantile, 'a number in (0, 1]');
   check(typeof rl.scale === 'number' && rl.scale >= 1, 'calibration.routing_limit.scale', rl.scale, 'a number >= 1');
-  check(typeof rl.floor === 'number' && rl.floor >= 0 && rl.floor < 2, 'calibration.routing_limit.floor', rl.floor, 'a cosine distance in [0, 2)');
+  check(typeof rl.pose_floor === 'number' && rl.pose_floor >= 0 && rl.pose_floor <= 100, 'calibration.routing_limit.pose_floor', rl.pose_floor, 'a factor in [0, 100] of the cluster\'s pose scale');
   return c;
 }
 

@@ -28,14 +28,12 @@ function options(bb: string, images: string[], over: Partial<CalibrationOptions>
     features: () => ({ width: SIZE, height: SIZE, fit: 'letterbox', preDim: 64, dim: 32 }),
     coreset: { ratio: 0.25, projectionDim: 16, seed: 0, dtype: 'float32' },
     scoring: { reweightNeighbours: 0, sigma: 4 },
-    // The random test backbone packs everything into a narrow cone (products 0.03 apart in cosine
-    // distance, versus 0.66+ for MobileNetV2), so its pose-merge distance is scaled down to match.
-    clustering: { minSilhouette: 0.2, mergeDistance: 0.015, minClusterSize: 8 },
+    clustering: { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 8 },
     frrTarget: 0.005,
     folds: 4,
     keyMode: 'all',
     keyCount: 32,
-    limit: { quantile: 1, scale: 3, floor: 0.05 },
+    limit: { quantile: 1, scale: 3, pose_floor: 1 },
     thresholdSource: 'frr',
     runtime: { provider: 'cpu' },
     ...over,

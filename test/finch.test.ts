@@ -53,12 +53,14 @@ test('FINCH on Gaussian blobs recovers the blobs', () => {
     for (let i = 1; i < parts.length; i++) assert.ok(parts[i].count < parts[i - 1].count, 'each level is coarser');
     // Every level down to 4 clusters only joins points of one blob (first-neighbour links never cross).
     for (const p of parts.filter((q) => q.count >= 4)) assert.ok(refines(p.labels, truth), `seed ${seed}: level ${p.count} mixes blobs (${levels})`);
-    // Seed 7 leaves one blob in two halves at the level above 4; the close-group merge joins them.
-    const r = clusterEmbeddings(x, 120, d, { minSilhouette: 0.2, mergeDistance: 0.35, minClusterSize: 5 });
+    // Seed 7 leaves one blob in two halves at the level above 4; the pose merge joins them (turning
+    // a "part" over moves it 0.05 here, the halves are closer than 2.5x that, the blobs far beyond).
+    const pose = { samples: new Float32Array(120 * 3).fill(0.05), perRow: 3 };
+    const r = clusterEmbeddings(x, 120, d, { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 5 }, pose);
     assert.equal(r.count, 4, `seed ${seed}: ${r.reason} (${levels})`);
     assert.ok(samePartition(r.labels, truth));
     if (parts.some((p) => samePartition(p.labels, truth))) {
-      const plain = clusterEmbeddings(x, 120, d, { minSilhouette: 0.2, mergeDistance: 0, minClusterSize: 5 });
+      const plain = clusterEmbeddings(x, 120, d, { minSilhouette: 0.2, poseMerge: 0, minClusterSize: 5 }, pose);
       assert.ok(samePartition(plain.labels, truth), `seed ${seed}: silhouette picks the blob level`);
     }
   }
@@ -91,28 +93,36 @@ test('one product type stays one cluster; poses of one product are merged; tiny 
   const d = 16;
   // One blob: FINCH splits it, the silhouette rule keeps it whole.
   const one = blobs(1, 80, d, 0.3, 3);
-  const r1 = clusterEmbeddings(one.x, 80, d, { minSilhouette: 0.2, mergeDistance: 0.35, minClusterSize: 10 });
+  const r1 = clusterEmbeddings(one.x, 80, d, { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 10 });
   assert.equal(r1.count, 1, r1.reason);
   assert.ok(finch(normaliseRows(one.x, 80, d), 80, d)[0].count > 1, 'FINCH alone would split it');
-  // Two "poses" 0.1 apart in cosine distance, far from a third product: merged into one.
+  // Two "poses" of one product about 0.1 apart (turning it over moves it 0.1), and a rigid third
+  // product (turning moves it 0.01): the poses merge, the rigid product stays apart.
   const rnd = seededRandom(9);
   const base = normaliseRows(Float32Array.from({ length: d }, () => rnd() - 0.5), 1, d);
-  const pose = Float32Array.from(base, (v, i) => v + (i === 0 ? 0.45 : 0));
+  const turned = Float32Array.from(base, (v, i) => v + (i === 0 ? 0.45 : 0));
   const other = Float32Array.from(base, (v, i) => (i === 1 ? 3 : -v));
   const rows: number[] = [];
   const truth: number[] = [];
   for (let i = 0; i < 90; i++) {
-    const c = [base, pose, other][i % 3];
+    const c = [base, turned, other][i % 3];
     for (let j = 0; j < d; j++) rows.push(c[j] + 0.01 * (rnd() - 0.5));
     truth.push(i % 3 === 2 ? 1 : 0);
   }
   const x = Float32Array.from(rows);
-  const without = clusterEmbeddings(x, 90, d, { minSilhouette: 0.2, mergeDistance: 0, minClusterSize: 2 });
+  const pose = { samples: Float32Array.from({ length: 90 * 3 }, (_, k) => (Math.floor(k / 3) % 3 === 2 ? 0.01 : 0.1)), perRow: 3 };
+  const without = clusterEmbeddings(x, 90, d, { minSilhouette: 0.2, poseMerge: 0, minClusterSize: 2 }, pose);
   assert.equal(without.count, 3, 'silhouette alone keeps the poses apart');
-  const merged = clusterEmbeddings(x, 90, d, { minSilhouette: 0.2, mergeDistance: 0.35, minClusterSize: 2 });
+  const merged = clusterEmbeddings(x, 90, d, { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 2 }, pose);
   assert.equal(merged.count, 2, merged.reason);
   assert.ok(samePartition(merged.labels, Int32Array.from(truth)));
   assert.equal(merged.merged[0].reason, 'pose');
+  assert.ok(merged.merged[0].distance < merged.merged[0].limit!, 'merged below 2.5x the pose scale');
+  // A scale-blind rule would need another distance per backbone; this one follows the pose scale:
+  const shrunk = Float32Array.from(x, (v, i) => v + (i % d === 5 ? 40 : 0)); // everything pulled into a narrow cone
+  const poseShrunk = { samples: Float32Array.from(pose.samples, (v) => v / 100), perRow: 3 };
+  const again = clusterEmbeddings(shrunk, 90, d, { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 2 }, poseShrunk);
+  assert.ok(samePartition(again.labels, Int32Array.from(truth)), `same answer in a compressed space: ${again.reason}`);
   // A 3-member cluster next to 2 big ones is merged into its nearest, and reported.
   const u = normaliseRows(x, 90, d);
   const labels = Int32Array.from(truth);

@@ -44,8 +44,9 @@ test('routing keys and limits: leave-one-out distances skip the member itself; c
   const mean = selectKeys(u, 40, d, 'mean', 1);
   assert.equal(mean.count, 1);
   assert.ok(Math.min(...leaveOneOutDistances(u, 40, d, mean)) > 0.1, 'the mean lies between the poses');
-  assert.equal(routingLimit([0.01, 0.02, 0.03], { quantile: 1, scale: 3, floor: 0 }), 0.09);
-  assert.equal(routingLimit([0.001, 0.002], { quantile: 1, scale: 3, floor: 0.05 }), 0.05, 'floor');
+  assert.equal(routingLimit([0.01, 0.02, 0.03], { quantile: 1, scale: 3, pose_floor: 1 }, 0.02), 0.09);
+  assert.equal(routingLimit([0.001, 0.002], { quantile: 1, scale: 3, pose_floor: 1 }, 0.05), 0.05, 'pose floor');
+  assert.equal(routingLimit([0.001, 0.002], { quantile: 1, scale: 3, pose_floor: 2 }, 0.05), 0.1, 'pose floor factor');
   assert.equal(quantile([4, 1, 3, 2], 0.5), 2.5);
 });
 

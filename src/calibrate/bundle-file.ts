@@ -37,6 +37,8 @@ export interface ClusterInfo {
     nominal: ScoreSummary;
     /** leave-one-out nearest-key distances of the members */
     key_distance: ScoreSummary;
+    /** 90th percentile of how far turning a member over moves its embedding (the backbone's unit) */
+    pose_scale: number;
     /** FINCH groups merged into this cluster because they were one product in other poses */
     merged_groups?: number;
   };

@@ -3,13 +3,13 @@
  * folder labels), and build per cluster a PatchCore bank, routing keys with a routing limit, and a
  * threshold from k-fold held-out scores. Returns a Bundle; the caller writes it.
  */
-import { readImage } from '../features/image.ts';
+import { readImage, type RgbImage } from '../features/image.ts';
 import type { FeatureSettings } from '../features/extractor.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
 import type { ExecutionProvider } from '../features/session.ts';
 import { bankFromPatches, type CoresetSettings } from '../score/patchcore.ts';
 import { PatchScorer } from '../score/scorer.ts';
-import { clusterEmbeddings, normaliseRows, type ClusteringOptions, type ClusteringResult } from '../route/finch.ts';
+import { clusterEmbeddings, dot, normaliseRows, poseScaleOf, type ClusteringOptions, type ClusteringResult, type PoseScales } from '../route/finch.ts';
 import { keyDistances, leaveOneOutDistances, routingLimit, selectKeys, type KeyMode, type LimitRule } from '../route/router.ts';
 import { f1Threshold, frrThreshold, kFolds, summarise } from './threshold.ts';
 import { newBundleId, type Bundle, type BundleCluster, type ClusterInfo } from './bundle-file.ts';
@@ -53,29 +53,57 @@ interface Embedded {
   dim: number;
   sizes: string[]; // input size key per image
   settings: Map<string, FeatureSettings>;
+  /** with `withPose`: distances to the image turned 180°, mirrored left-right and top-bottom */
+  pose?: PoseScales;
+}
+
+/** The three aspect-preserving ways to turn a part over, for the pose scale. */
+export function turnedOver(img: RgbImage): RgbImage[] {
+  const { width: w, height: h, data } = img;
+  const rot = new Uint8Array(data.length);
+  const flipX = new Uint8Array(data.length);
+  const flipY = new Uint8Array(data.length);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const src = 3 * (y * w + x);
+      for (let c = 0; c < 3; c++) {
+        rot[3 * ((h - 1 - y) * w + (w - 1 - x)) + c] = data[src + c];
+        flipX[3 * (y * w + (w - 1 - x)) + c] = data[src + c];
+        flipY[3 * ((h - 1 - y) * w + x) + c] = data[src + c];
+      }
+    }
+  }
+  return [rot, flipX, flipY].map((d) => ({ width: w, height: h, data: d }));
 }
 
 /** Unit semantic embeddings of the images, each at the input size its own frame resolves to. */
-export async function embedImages(paths: string[], pool: ExtractorPool, features: (f: { width: number; height: number }) => FeatureSettings, progress?: ProgressFn, stage = 'embed'): Promise<Embedded> {
+export async function embedImages(paths: string[], pool: ExtractorPool, features: (f: { width: number; height: number }) => FeatureSettings, progress?: ProgressFn, stage = 'embed', withPose = false): Promise<Embedded> {
   let semantic = new Float32Array(0);
   let dim = 0;
   const sizes: string[] = [];
   const settings = new Map<string, FeatureSettings>();
+  const pose = new Float32Array(withPose ? paths.length * 3 : 0);
   for (let i = 0; i < paths.length; i++) {
     const img = await readImage(paths[i]);
     const s = features(img);
     const key = `${s.width}x${s.height}`;
     settings.set(key, s);
     sizes.push(key);
-    const f = await (await pool.get(s)).extract(img);
+    const ex = await pool.get(s);
+    const f = await ex.extract(img);
     if (!dim) {
       dim = f.semantic.length;
       semantic = new Float32Array(paths.length * dim);
     }
-    semantic.set(normaliseRows(f.semantic, 1, dim), i * dim);
+    const u = normaliseRows(f.semantic, 1, dim);
+    semantic.set(u, i * dim);
+    if (withPose) {
+      const turned = turnedOver(img);
+      for (let k = 0; k < turned.length; k++) pose[i * 3 + k] = 1 - dot(u, 0, normaliseRows((await ex.extract(turned[k])).semantic, 1, dim), 0, dim);
+    }
     progress?.(stage, i + 1, paths.length);
   }
-  return { semantic, dim, sizes, settings };
+  return { semantic, dim, sizes, settings, ...(withPose ? { pose: { samples: pose, perRow: 3 } } : {}) };
 }
 
 function majority(values: string[]): string {
@@ -122,7 +150,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
   if (opts.labels && opts.labels.length !== n) throw new CalibrationError(`${opts.labels.length} labels for ${n} images`);
   const pool = opts.pool ?? new ExtractorPool(opts.backbone, opts.runtime);
   try {
-    const emb = await embedImages(opts.images, pool, opts.features, progress);
+    const emb = await embedImages(opts.images, pool, opts.features, progress, 'embed', true);
     const { semantic, dim } = emb;
 
     // 1. Which images belong together.
@@ -133,7 +161,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
       log(`known_class: ${part.count} classes from folder names (${part.names.join(', ')})`);
     } else {
       if (n < opts.clustering.minClusterSize) throw new CalibrationError(`${n} images are fewer than the minimum cluster size ${opts.clustering.minClusterSize}: add nominal images or lower calibration.min_cluster_size`);
-      clustering = clusterEmbeddings(semantic, n, dim, opts.clustering);
+      clustering = clusterEmbeddings(semantic, n, dim, opts.clustering, emb.pose);
       part = { labels: clustering.labels, count: clustering.count, names: Array.from({ length: clustering.count }, (_, i) => `cluster-${i}`) };
       log(`clustering: ${clustering.reason}`);
     }
@@ -155,7 +183,8 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
       members.forEach((i, k) => u.set(semantic.subarray(i * dim, (i + 1) * dim), k * dim));
       const keys = selectKeys(u, members.length, dim, opts.keyMode, opts.keyCount);
       const loo = leaveOneOutDistances(u, members.length, dim, keys);
-      const limit = routingLimit(loo, opts.limit);
+      const poseScale = poseScaleOf(emb.pose!, members);
+      const limit = routingLimit(loo, opts.limit, poseScale);
 
       const paths = members.map((i) => opts.images[i]);
       const cacheKey = `${sizeKey}|${opts.folds}|${paths.join('|')}`;
@@ -177,6 +206,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
           statistics: {
             nominal,
             key_distance: summarise(loo),
+            pose_scale: Number(poseScale.toFixed(5)),
             ...(clustering ? { merged_groups: clustering.merged.filter((m) => m.reason === 'pose' && m.into === c).length } : {}),
           },
         },

@@ -12,7 +12,8 @@ import { FeatureExtractor } from '../features/extractor.ts';
 import { readImage } from '../features/image.ts';
 import { buildBank } from '../score/patchcore.ts';
 import { readBankFile, writeBankFile } from '../score/bank-file.ts';
-import { calibrate, type CalibrationOptions } from '../calibrate/calibrate.ts';
+import { calibrate } from '../calibrate/calibrate.ts';
+import { calibrationOptions } from '../calibrate/options.ts';
 import { evaluateMulticlass } from '../eval/multiclass.ts';
 import { readBundleFile, readBundleHeader, writeBundleFile, type BundleHeader } from '../calibrate/bundle-file.ts';
 import { Inspector } from '../inspect/inspector.ts';
@@ -239,28 +240,7 @@ export function buildProgram(): Command {
     if (k.threshold === 'f1' && !defects) throw new Error('threshold "f1" needs labelled defect images: pass --defects <dir>');
     const progress = new Progress();
     progress.log(`calibrating from ${images.length} good images${defects ? ` and ${defects.length} defect images` : ''}`);
-    const { bundle } = await calibrate(
-      {
-        images,
-        labels,
-        defects,
-        backbone: resolve(c.backbone),
-        inputSize: c.features.input_size,
-        features: (frame) => featureSettings(c, frame),
-        coreset: coresetSettings(c),
-        scoring: { reweightNeighbours: c.scoring.reweight_neighbours, sigma: c.scoring.heatmap_sigma },
-        clustering: { minSilhouette: k.min_silhouette, mergeDistance: k.merge_distance, minClusterSize: k.min_cluster_size },
-        frrTarget: k.frr_target,
-        folds: k.folds,
-        keyMode: k.keys,
-        keyCount: k.key_count,
-        limit: k.routing_limit,
-        thresholdSource: k.threshold,
-        runtime: { provider: c.runtime.provider, threads: c.runtime.threads },
-        log: (m) => progress.log(m),
-      },
-      progress.update,
-    );
+    const { bundle } = await calibrate({ ...calibrationOptions(c), images, labels, defects, log: (m) => progress.log(m) }, progress.update);
     writeBundleFile(resolve(o.out), bundle);
     console.log(`wrote ${o.out}: ${bundle.clusters.length} cluster(s) from ${images.length} images in ${bundle.header.calibration.duration_s} s`);
     for (const cl of bundle.header.clusters) console.log(`  ${cl.name}: ${cl.members.length} images, bank ${cl.bank.count}, threshold ${cl.threshold.toFixed(4)} (${cl.threshold_source}), routing limit ${cl.routing_limit.toFixed(4)}`);
@@ -323,62 +303,77 @@ export function buildProgram(): Command {
     .helpOption('-h, --help', 'flags: --station --backbone --bundle --source-kind --source-path --source-fps --source-loop --trigger-mode --mqtt-url --mqtt-store-dir --provider --metrics-port --log-level; everything else in the config file or HCE_* variables')
     .action(async (o: { config?: string; printConfig?: boolean }, cmd: Command) => {
       const { loadDaemonConfig } = await import('../service/config.ts');
-      const { Daemon } = await import('../service/daemon.ts');
-      const { createLogger } = await import('../service/log.ts');
       const loaded = loadDaemonConfig({ siteFile: o.config, defaultSite: join(PROJECT_ROOT, 'config', 'site.json'), args: cmd.args });
       if (o.printConfig) {
         console.log(loaded.toString());
         return;
       }
-      const log = createLogger(loaded.config.log_level as 'info');
-      if (loaded.site) log('info', `config ${loaded.site}`);
-      const daemon = new Daemon(loaded.config, log, loaded.toString);
-      let exiting = false;
-      const shutdown = (sig: string) => {
-        if (exiting) return;
-        exiting = true;
-        // process.exit() can hang joining a threadpool thread still inside a GStreamer call; the
-        // unit's TimeoutStopSec is the backstop, this timer the first line.
-        setTimeout(() => process.kill(process.pid, 'SIGKILL'), 15_000).unref();
-        daemon.stop(sig).then(
-          () => process.exit(0),
-          (e: Error) => {
-            log('error', `stop failed: ${e.message}`);
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGTERM', () => shutdown('SIGTERM'));
-      process.on('SIGINT', () => shutdown('SIGINT'));
-      try {
-        await daemon.start();
-      } catch (e) {
-        log('error', (e as Error).message);
-        await daemon.stop('start-up failed').catch(() => {});
-        process.exit(1);
-      }
+      await runDaemon(loaded);
+    });
+
+  program
+    .command('demo')
+    .description('the whole loop with generated demo parts, the built-in backbone and an embedded broker (npm start)')
+    .action(async () => {
+      const { loadDaemonConfig } = await import('../service/config.ts');
+      const { prepareDemo, portOr } = await import('../demo/demo.ts');
+      const progress = new Progress();
+      const demo = await prepareDemo((m) => progress.log(m), progress.update);
+      const loaded = loadDaemonConfig({
+        overrides: {
+          station: 'demo',
+          backbone: demo.backbone,
+          bundle: demo.bundle,
+          source: { kind: 'folder', path: demo.line, fps: 2, loop: true },
+          mqtt: { store_dir: join(demo.dir, 'mqtt-store'), embedded_port: await portOr(1883), stats_interval_s: 10 },
+          archive: { dir: join(demo.dir, 'archive'), quota_mb: 100 },
+          metrics: { port: await portOr(9464) },
+        },
+      });
+      await runDaemon(loaded, true);
     });
   return program;
 }
 
-/** Calibration settings from the engine config (shared by calibrate and evaluate --multiclass). */
-function calibrationOptions(c: EngineConfig): Omit<CalibrationOptions, 'images'> {
-  const k = c.calibration;
-  return {
-    backbone: resolve(c.backbone),
-    inputSize: c.features.input_size,
-    features: (frame) => featureSettings(c, frame),
-    coreset: coresetSettings(c),
-    scoring: { reweightNeighbours: c.scoring.reweight_neighbours, sigma: c.scoring.heatmap_sigma },
-    clustering: { minSilhouette: k.min_silhouette, mergeDistance: k.merge_distance, minClusterSize: k.min_cluster_size },
-    frrTarget: k.frr_target,
-    folds: k.folds,
-    keyMode: k.keys,
-    keyCount: k.key_count,
-    limit: k.routing_limit,
-    thresholdSource: k.threshold,
-    runtime: { provider: c.runtime.provider, threads: c.runtime.threads },
+/** Starts the daemon with signal handling; exits the process when it stops. */
+async function runDaemon(loaded: { config: import('../service/config.ts').DaemonConfig; site?: string; toString: () => string }, demo = false): Promise<void> {
+  const { Daemon } = await import('../service/daemon.ts');
+  const { createLogger } = await import('../service/log.ts');
+  const log = createLogger(loaded.config.log_level as 'info');
+  if (loaded.site) log('info', `config ${loaded.site}`);
+  const daemon = new Daemon(loaded.config, log, loaded.toString);
+  let exiting = false;
+  const shutdown = (sig: string) => {
+    if (exiting) return;
+    exiting = true;
+    // process.exit() can hang joining a threadpool thread still inside a GStreamer call; the
+    // unit's TimeoutStopSec is the backstop, this timer the first line.
+    setTimeout(() => process.kill(process.pid, 'SIGKILL'), 15_000).unref();
+    daemon.stop(sig).then(
+      () => process.exit(0),
+      (e: Error) => {
+        log('error', `stop failed: ${e.message}`);
+        process.exit(1);
+      },
+    );
   };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  try {
+    await daemon.start();
+  } catch (e) {
+    log('error', (e as Error).message);
+    await daemon.stop('start-up failed').catch(() => {});
+    process.exit(1);
+  }
+  if (demo) {
+    const t = daemon.topicsBase();
+    const url = daemon.brokerUrl();
+    const hostPort = url.replace(/^mqtts?:\/\//, '').split(':');
+    log('info', `demo running. Watch the verdicts:  mosquitto_sub -h ${hostPort[0]} -p ${hostPort[1] ?? 1883} -v -t '${t}/#'`);
+    log('info', `inspect one part on demand:       mosquitto_pub -h ${hostPort[0]} -p ${hostPort[1] ?? 1883} -t '${t}/cmd/snapshot' -m '{}'`);
+    if (loaded.config.metrics.port) log('info', `metrics: http://127.0.0.1:${loaded.config.metrics.port}/metrics  health: /healthz   stop: Ctrl-C`);
+  }
 }
 
 export function bundleSummary(h: BundleHeader) {

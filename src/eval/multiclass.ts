@@ -16,7 +16,7 @@ import { Inspector, type InspectionResult } from '../inspect/inspector.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
 import { fitImage, readImage } from '../features/image.ts';
 import type { FeatureSettings } from '../features/extractor.ts';
-import { clusterEmbeddings } from '../route/finch.ts';
+import { clusterEmbeddings, poseScaleOf } from '../route/finch.ts';
 import { Router, leaveOneOutDistances, routingLimit, selectKeys } from '../route/router.ts';
 import { frrThreshold, normaliseScore } from '../calibrate/threshold.ts';
 import { auroc, nmi, purity, PixelMetrics } from './metrics.ts';
@@ -164,7 +164,7 @@ export async function evaluateMulticlass(opts: MulticlassOptions, progress: Prog
 
   // Unknown product: calibrate routing without one category, then route everything of it.
   progress.log('== unknown-product check (leave one category out of calibration)');
-  const trainEmb = await embedImages(train, pool, opts.features, progress.update, 'embed train');
+  const trainEmb = await embedImages(train, pool, opts.features, progress.update, 'embed train', true);
   const allTest = cats.flatMap((c, ci) => c.test.filter((_, i) => i % stride === 0).map((t) => ({ ...t, ci })));
   const testEmb = await embedImages(allTest.map((t) => t.path), pool, opts.features, progress.update, 'embed test');
   const d = trainEmb.dim;
@@ -173,13 +173,15 @@ export async function evaluateMulticlass(opts: MulticlassOptions, progress: Prog
     const rows = train.map((_, i) => i).filter((i) => trainCat[i] !== hi);
     const x = new Float32Array(rows.length * d);
     rows.forEach((r, k) => x.set(trainEmb.semantic.subarray(r * d, (r + 1) * d), k * d));
-    const cl = clusterEmbeddings(x, rows.length, d, opts.clustering);
+    const pose = { samples: Float32Array.from(rows.flatMap((r) => [0, 1, 2].map((k) => trainEmb.pose!.samples[r * 3 + k]))), perRow: 3 };
+    const cl = clusterEmbeddings(x, rows.length, d, opts.clustering, pose);
     const keys = Array.from({ length: cl.count }, (_, c) => {
       const mem = rows.filter((_, k) => cl.labels[k] === c);
       const u = new Float32Array(mem.length * d);
       mem.forEach((r, k) => u.set(trainEmb.semantic.subarray(r * d, (r + 1) * d), k * d));
       const sel = selectKeys(u, mem.length, d, opts.keyMode, opts.keyCount);
-      return { keys: sel.keys, count: sel.count, limit: routingLimit(leaveOneOutDistances(u, mem.length, d, sel), opts.limit) };
+      const memRows = rows.map((_, k) => k).filter((k) => cl.labels[k] === c);
+      return { keys: sel.keys, count: sel.count, limit: routingLimit(leaveOneOutDistances(u, mem.length, d, sel), opts.limit, poseScaleOf(pose, memRows)) };
     });
     const router = new Router(keys, d);
     const isUnknown = (v: Float32Array) => router.route(v).cluster === null;

@@ -142,12 +142,34 @@ export interface ClusteringOptions {
   /** below this best silhouette the set is treated as one product (no real cluster structure) */
   minSilhouette: number;
   /**
-   * clusters whose mean embeddings are closer than this cosine distance are one product type seen in
-   * different poses, and are merged (0 = never merge)
+   * two groups are one product seen in different poses when their means are closer than this many
+   * times the smaller of the two groups' pose scales (0 = never merge); see PoseScales
    */
-  mergeDistance: number;
+  poseMerge: number;
   /** clusters with fewer images are merged into the nearest cluster */
   minClusterSize: number;
+}
+
+/**
+ * How far turning a part over moves its embedding: for each row, `perRow` cosine distances between
+ * the image and copies of it rotated 180° and mirrored. A group's pose scale is the 90th percentile of
+ * its members' distances. It puts the merge rule in the backbone's own units: semantic spaces differ
+ * by more than 10x between backbones (measured: products 0.66+ apart with Coral MobileNetV2, 0.05+
+ * with the block_10 fallback), while "further apart than a turned-over copy" means the same in both.
+ */
+export interface PoseScales {
+  samples: Float32Array;
+  perRow: number;
+}
+
+export function poseScaleOf(pose: PoseScales, rows: ArrayLike<number>): number {
+  const v: number[] = [];
+  for (let i = 0; i < rows.length; i++) for (let k = 0; k < pose.perRow; k++) v.push(pose.samples[rows[i] * pose.perRow + k]);
+  if (!v.length) return 0;
+  v.sort((x, y) => x - y);
+  const pos = 0.9 * (v.length - 1);
+  const lo = Math.floor(pos);
+  return v[lo] + (v[Math.min(v.length - 1, lo + 1)] - v[lo]) * (pos - lo);
 }
 
 export interface MergeStep {
@@ -156,6 +178,8 @@ export interface MergeStep {
   size: number;
   /** cosine distance between the two cluster means */
   distance: number;
+  /** pose merges: the distance below which they were one product */
+  limit?: number;
   /** final id of the cluster it went into */
   into: number;
 }
@@ -171,11 +195,12 @@ export interface ClusteringResult extends Partition {
 
 /**
  * Pick the FINCH partition with the best silhouette, as HierCore does. Then two guards the plant
- * needs: groups closer than `mergeDistance` are merged (FINCH splits a part that arrives in several
- * orientations into look-alike groups), and clusters below `minClusterSize` are merged into the cluster
- * with the nearest mean, never kept. A set with no partition above `minSilhouette` is one cluster.
+ * needs: groups that are one product in different poses are merged (FINCH splits a part that arrives
+ * in several orientations into look-alike groups), and clusters below `minClusterSize` are merged
+ * into the cluster with the nearest mean, never kept. A set with no partition above `minSilhouette`
+ * is one cluster.
  */
-export function clusterEmbeddings(x: Float32Array, n: number, d: number, opts: ClusteringOptions): ClusteringResult {
+export function clusterEmbeddings(x: Float32Array, n: number, d: number, opts: ClusteringOptions, pose?: PoseScales): ClusteringResult {
   const u = normaliseRows(x, n, d);
   const parts = finch(u, n, d);
   const hierarchy = parts.map((p) => ({ count: p.count, silhouette: silhouette(u, n, d, p) }));
@@ -197,35 +222,49 @@ export function clusterEmbeddings(x: Float32Array, n: number, d: number, opts: C
     reason = `best silhouette ${hierarchy[chosen].silhouette!.toFixed(3)} at ${parts[chosen].count} clusters`;
     p = parts[chosen];
   }
-  const { partition, merged } = mergeClusters(u, d, p, opts.mergeDistance, opts.minClusterSize);
+  const { partition, merged } = mergeClusters(u, d, p, opts.poseMerge, opts.minClusterSize, pose);
   if (merged.length) reason += `; ${merged.filter((m) => m.reason === 'pose').length} pose and ${merged.filter((m) => m.reason === 'small').length} small-cluster merges -> ${partition.count}`;
   return { ...partition, hierarchy, chosen, reason, merged };
 }
 
 /**
- * Agglomerative clean-up of a partition: first merge the closest pair of cluster means while it is
- * closer than `mergeDistance`, then merge clusters under `minSize` (smallest first) into the nearest.
+ * Agglomerative clean-up of a partition: first, while some pair of groups is closer than `poseMerge`
+ * times the smaller of their pose scales, merge the pair that is relatively closest; then merge
+ * clusters under `minSize` (smallest first) into the nearest.
  */
-export function mergeClusters(u: Float32Array, d: number, p: Partition, mergeDistance: number, minSize: number): { partition: Partition; merged: MergeStep[] } {
+export function mergeClusters(u: Float32Array, d: number, p: Partition, poseMerge: number, minSize: number, pose?: PoseScales): { partition: Partition; merged: MergeStep[] } {
   const labels = Int32Array.from(p.labels);
   const alive = new Set<number>(Array.from({ length: p.count }, (_, i) => i));
-  const log: { reason: 'pose' | 'small'; size: number; distance: number; from: number; into: number }[] = [];
+  const log: { reason: 'pose' | 'small'; size: number; distance: number; limit?: number; from: number; into: number }[] = [];
   const size = new Int32Array(p.count);
   for (const l of labels) size[l]++;
-  const absorb = (from: number, into: number, reason: 'pose' | 'small', distance: number) => {
+  const rowsOf = (c: number) => {
+    const r: number[] = [];
+    for (let i = 0; i < labels.length; i++) if (labels[i] === c) r.push(i);
+    return r;
+  };
+  const absorb = (from: number, into: number, reason: 'pose' | 'small', distance: number, limit?: number) => {
     for (let i = 0; i < labels.length; i++) if (labels[i] === from) labels[i] = into;
-    log.push({ reason, size: size[from], distance, from, into });
+    log.push({ reason, size: size[from], distance, limit, from, into });
     size[into] += size[from];
     alive.delete(from);
   };
   const dist = (means: Float32Array, a: number, b: number) => 1 - dot(means, a * d, means, b * d, d);
-  while (alive.size > 1 && mergeDistance > 0) {
+  while (alive.size > 1 && poseMerge > 0 && pose) {
     const means = clusterMeans(u, d, { labels, count: p.count });
-    let best: [number, number, number] | null = null;
-    for (const a of alive) for (const b of alive) if (a < b && (!best || dist(means, a, b) < best[2])) best = [a, b, dist(means, a, b)];
-    if (!best || best[2] >= mergeDistance) break;
-    const [a, b] = size[best[0]] >= size[best[1]] ? [best[0], best[1]] : [best[1], best[0]];
-    absorb(b, a, 'pose', best[2]);
+    const scale = new Map([...alive].map((c) => [c, poseScaleOf(pose, rowsOf(c))]));
+    let best: { a: number; b: number; ratio: number; distance: number; limit: number } | null = null;
+    for (const a of alive) {
+      for (const b of alive) {
+        if (a >= b) continue;
+        const limit = poseMerge * Math.min(scale.get(a)!, scale.get(b)!);
+        const distance = dist(means, a, b);
+        if (limit > 0 && distance < limit && (!best || distance / limit < best.ratio)) best = { a, b, ratio: distance / limit, distance, limit };
+      }
+    }
+    if (!best) break;
+    const [into, from] = size[best.a] >= size[best.b] ? [best.a, best.b] : [best.b, best.a];
+    absorb(from, into, 'pose', best.distance, best.limit);
   }
   while (alive.size > 1) {
     let smallest = -1;
@@ -246,8 +285,9 @@ export function mergeClusters(u: Float32Array, d: number, p: Partition, mergeDis
     const next = log.find((m) => m.from === c);
     return next ? finalId(next.into) : id.get(c)!;
   };
+  const r4 = (v: number) => Number(v.toFixed(4));
   return {
     partition: { labels, count: id.size },
-    merged: log.map((m) => ({ reason: m.reason, size: m.size, distance: Number(m.distance.toFixed(4)), into: finalId(m.into) })),
+    merged: log.map((m) => ({ reason: m.reason, size: m.size, distance: r4(m.distance), ...(m.limit !== undefined ? { limit: r4(m.limit) } : {}), into: finalId(m.into) })),
   };
 }

@@ -126,10 +126,13 @@ export interface LimitRule {
   quantile: number;
   /** multiplier on that quantile */
   scale: number;
-  /** floor, so a cluster of near-identical images does not reject every new frame */
-  floor: number;
+  /**
+   * floor, as a multiple of the cluster's pose scale (how far turning a part over moves it), so a
+   * cluster of near-identical images does not reject every new frame; in the backbone's own units
+   */
+  pose_floor: number;
 }
 
-export function routingLimit(loo: ArrayLike<number>, rule: LimitRule): number {
-  return Math.max(rule.floor, quantile(loo, rule.quantile) * rule.scale);
+export function routingLimit(loo: ArrayLike<number>, rule: LimitRule, poseScale: number): number {
+  return Math.max(rule.pose_floor * poseScale, quantile(loo, rule.quantile) * rule.scale);
 }

@@ -130,6 +130,13 @@ export class Daemon {
     for (const t of this.timers) t.unref();
   }
 
+  topicsBase(): string {
+    return this.mqtt.topics.base;
+  }
+  brokerUrl(): string {
+    return this.broker?.url ?? this.cfg.mqtt.url;
+  }
+
   private markReady(): void {
     if (this.ready) return;
     this.ready = true;

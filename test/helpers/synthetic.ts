@@ -9,6 +9,8 @@ import sharp from 'sharp';
 import { GraphBuilder } from '../../src/features/onnx/graph.ts';
 import { SIDECAR_FORMAT, type Sidecar } from '../../src/features/sidecar.ts';
 import { seededRandom } from '../../src/score/coreset.ts';
+import { syntheticPart } from '../../src/demo/parts.ts';
+export { syntheticPart, syntheticProduct, type Defect, type ProductKind } from '../../src/demo/parts.ts';
 import { sha256 } from '../../src/util/files.ts';
 
 export function tempDir(prefix: string): string {
@@ -57,35 +59,6 @@ export function writeSyntheticBackbone(dir: string, opts: { seed?: number; sidec
   return dir;
 }
 
-export interface Defect {
-  x: number;
-  y: number;
-  w: number;
-  h: number;
-}
-
-/** RGB bytes of a part: disc on a fine texture, small random shift; optional dark scratch. */
-export function syntheticPart(size: number, seed: number, defect?: Defect): Uint8Array {
-  const rand = seededRandom(seed);
-  const img = new Uint8Array(size * size * 3);
-  const cx = size / 2 + (rand() - 0.5) * 3;
-  const cy = size / 2 + (rand() - 0.5) * 3;
-  const r = size * 0.32;
-  for (let y = 0; y < size; y++) {
-    for (let x = 0; x < size; x++) {
-      const inDisc = (x - cx) ** 2 + (y - cy) ** 2 < r * r;
-      const texture = ((x + y) % 6 < 3 ? 12 : 0) + rand() * 8;
-      let v = inDisc ? 170 + texture : 60 + texture;
-      if (defect && x >= defect.x && x < defect.x + defect.w && y >= defect.y && y < defect.y + defect.h) v = inDisc ? 40 : 250;
-      const o = 3 * (y * size + x);
-      img[o] = v;
-      img[o + 1] = inDisc ? v * 0.9 : v;
-      img[o + 2] = inDisc ? v * 0.8 : v;
-    }
-  }
-  return img;
-}
-
 export async function writePng(path: string, rgb: Uint8Array, width: number, height: number): Promise<void> {
   await sharp(rgb, { raw: { width, height, channels: 3 } }).png().toFile(path);
 }
@@ -104,38 +77,6 @@ export async function writeNominalSet(dir: string, n: number, size: number, seed
 
 export const SHARED = process.env.HCE_SHARED ?? join(import.meta.dirname, '..', '..', '..', 'shared');
 
-export type ProductKind = 'disc' | 'plate' | 'mesh';
-
-/**
- * Three visibly different product types for routing tests: 'disc' (syntheticPart), 'plate' (a bright
- * bar on a blue striped background) and 'mesh' (a dark grid; used as the never-calibrated product).
- */
-export function syntheticProduct(kind: ProductKind, size: number, seed: number, defect?: Defect): Uint8Array {
-  if (kind === 'disc') return syntheticPart(size, seed, defect);
-  const rand = seededRandom(seed);
-  const img = new Uint8Array(size * size * 3);
-  const shift = Math.round((rand() - 0.5) * 4);
-  for (let y = 0; y < size; y++) {
-    for (let x = 0; x < size; x++) {
-      const noise = rand() * 8;
-      let rgb: [number, number, number];
-      if (kind === 'plate') {
-        const inBar = Math.abs(y - size / 2 - shift) < size * 0.15 && x > size * 0.1 && x < size * 0.9;
-        rgb = inBar ? [230 + noise / 2, 220 + noise, 120 + noise] : [30 + noise, 60 + noise, (x % 8 < 4 ? 160 : 110) + noise];
-      } else {
-        const line = (x + shift) % 12 < 3 || (y + shift) % 12 < 3;
-        rgb = line ? [20 + noise, 20 + noise, 20 + noise] : [200 + noise, 120 + noise, 60 + noise];
-      }
-      if (defect && x >= defect.x && x < defect.x + defect.w && y >= defect.y && y < defect.y + defect.h) rgb = [250, 250, 250];
-      const o = 3 * (y * size + x);
-      img[o] = rgb[0];
-      img[o + 1] = rgb[1];
-      img[o + 2] = rgb[2];
-    }
-  }
-  return img;
-}
-
 /**
  * A bundle for the synthetic backbone calibrated on `n` good discs, written to `dir`/line.hcebundle.
  * Returns the backbone dir and the bundle path.
@@ -152,12 +93,12 @@ export async function writeSyntheticBundle(dir: string, n = 20): Promise<{ backb
     features: () => ({ width: 96, height: 96, fit: 'letterbox', preDim: 64, dim: 32 }),
     coreset: { ratio: 0.25, projectionDim: 16, seed: 0, dtype: 'float32' },
     scoring: { reweightNeighbours: 0, sigma: 4 },
-    clustering: { minSilhouette: 0.2, mergeDistance: 0.015, minClusterSize: 8 },
+    clustering: { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 8 },
     frrTarget: 0.005,
     folds: 4,
     keyMode: 'all',
     keyCount: 32,
-    limit: { quantile: 1, scale: 3, floor: 0.05 },
+    limit: { quantile: 1, scale: 3, pose_floor: 1 },
     thresholdSource: 'frr',
     runtime: { provider: 'cpu' },
   });
