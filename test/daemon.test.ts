@@ -185,3 +185,95 @@ test('daemon: systemd gets READY=1, STATUS=, WATCHDOG=1 and STOPPING=1 on NOTIFY
     await broker.stop();
   }
 });
+
+test('daemon: PLC trigger with part id, and the command topics (pause, resume, snapshot, reload, get_config), on the embedded broker', { timeout: 120_000 }, async () => {
+  const dir = tempDir('daemon-cmd');
+  const { backbone, bundle } = await writeSyntheticBundle(dir);
+  await writeStream(join(dir, 'stream'), 10, 40_000);
+  const port = await freePort();
+  const file = join(dir, 'site.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      station: 'test-line',
+      backbone,
+      bundle,
+      source: { kind: 'folder', path: join(dir, 'stream'), fps: 20, loop: true },
+      trigger: { mode: 'mqtt' },
+      mqtt: { url: '', embedded_port: port, store_dir: join(dir, 'store'), username: 'line', password: 'not-shown', stats_interval_s: 0 },
+      metrics: { port: 0 },
+      archive: { dir: '' },
+    }),
+  );
+  const daemon = new DaemonProcess(file);
+  const c = await waitFor('embedded broker', () =>
+    new Promise<mqtt.MqttClient | null>((resolve) => {
+      const cl = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 500, protocolVersion: 4 });
+      cl.once('connect', () => resolve(cl));
+      cl.once('error', () => {
+        cl.end(true);
+        resolve(null);
+      });
+    }), 60_000, 300);
+  const got: { topic: string; body: any }[] = [];
+  c.on('message', (topic, payload) => {
+    if (topic.endsWith('/heatmap')) return;
+    try {
+      got.push({ topic, body: JSON.parse(payload.toString()) });
+    } catch {
+      got.push({ topic, body: payload.toString() });
+    }
+  });
+  await new Promise((r) => c.subscribe('hiercore/test-line/#', { qos: 1 }, r));
+  const verdicts = () => got.filter((m) => m.topic.endsWith('/verdict')).map((m) => m.body as VerdictPayload);
+  const response = (name: string) => got.filter((m) => m.topic.endsWith(`/cmd/${name}/response`)).map((m) => m.body);
+  try {
+    await waitFor('status online', () => got.some((m) => m.topic.endsWith('/status') && m.body === 'online'), 30_000).catch((e) => {
+      throw new Error(`${e.message}; got ${JSON.stringify(got).slice(0, 500)}; daemon: ${daemon.out.slice(-1500)}`);
+    });
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(verdicts().length, 0, 'trigger mode inspects nothing without a trigger');
+    c.publish('hiercore/test-line/trigger', 'P-1001', { qos: 1 });
+    c.publish('hiercore/test-line/trigger', JSON.stringify({ part_id: 'P-1002' }), { qos: 1 });
+    await waitFor('two triggered verdicts', () => verdicts().length >= 2, 20_000);
+    assert.deepEqual(verdicts().map((v) => v.part_id), ['P-1001', 'P-1002']);
+
+    c.publish('hiercore/test-line/cmd/pause', '{"request_id": "r1"}');
+    await waitFor('pause response', () => response('pause').length, 10_000);
+    assert.deepEqual(response('pause')[0], { schema: 'hiercore-edge/response/1', command: 'pause', request_id: 'r1', ok: true, result: { paused: true } });
+    c.publish('hiercore/test-line/cmd/snapshot', '{}');
+    await waitFor('snapshot response', () => response('snapshot').length, 20_000);
+    const snap = response('snapshot')[0];
+    assert.equal(snap.ok, true, JSON.stringify(snap));
+    assert.ok(['OK', 'NG'].includes(snap.result.verdict) && snap.result.heatmap === true && snap.result.image === true, 'snapshot publishes heatmap and image even while paused');
+    c.publish('hiercore/test-line/cmd/resume', '');
+    await waitFor('resume response', () => response('resume').length, 10_000);
+
+    c.publish('hiercore/test-line/cmd/get_config', '{}');
+    await waitFor('get_config response', () => response('get_config').length, 10_000);
+    const cfg = response('get_config')[0].result;
+    assert.equal(cfg.station, 'test-line');
+    assert.notEqual(cfg.mqtt.password, 'not-shown', 'secrets are masked');
+
+    const before = verdicts().at(-1)!.bundle.id;
+    c.publish('hiercore/test-line/cmd/reload', '{}');
+    await waitFor('reload response', () => response('reload').length, 20_000);
+    assert.equal(response('reload')[0].ok, true, JSON.stringify(response('reload')[0]));
+    c.publish('hiercore/test-line/trigger', 'P-1003', { qos: 1 });
+    await waitFor('verdict after reload', () => verdicts().some((v) => v.part_id === 'P-1003'), 20_000);
+    assert.equal(verdicts().find((v) => v.part_id === 'P-1003')!.bundle.id, before, 'same file, same bundle id');
+
+    c.publish('hiercore/test-line/cmd/reload', JSON.stringify({ bundle: join(dir, 'missing.hcebundle') }));
+    c.publish('hiercore/test-line/cmd/selfdestruct', '{}');
+    c.publish('hiercore/test-line/cmd/pause', 'not json');
+    await waitFor('error responses', () => response('reload').length >= 2 && response('selfdestruct').length && response('pause').length >= 2, 10_000);
+    assert.match(response('reload')[1].error, /missing.hcebundle does not exist/);
+    assert.match(response('selfdestruct')[0].error, /unknown command "selfdestruct"; commands: reload, snapshot, pause, resume, get_config, get_stats/);
+    assert.match(response('pause')[1].error, /not JSON/);
+    daemon.kill('SIGTERM');
+    assert.equal(await daemon.exited, 0, daemon.out.slice(-1500));
+  } finally {
+    daemon.kill('SIGKILL');
+    c.end(true);
+  }
+});

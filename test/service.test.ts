@@ -25,6 +25,7 @@ test('daemon config: defaults, site file, env and flags; errors name key, value 
   bad({ overrides: { source: { kind: 'rtsp' } } }, /"source.url" is required for source.kind "rtsp"/);
   bad({ overrides: { source: { path: '/x' }, mqtt: { url: 'http://x' } } }, /"mqtt.url" = "http:\/\/x" is invalid/);
   bad({ overrides: { source: { path: '/x' }, mqtt: { cert: '/c.pem' } } }, /"mqtt.cert" and "mqtt.key" go together/);
+  bad({ overrides: { source: { path: '/x' }, mqtt: { password: 'p' } } }, /"mqtt.password" is set but "mqtt.username" is empty/);
   bad({ siteFile: '/nonexistent/site.json' }, /config file \/nonexistent\/site.json does not exist/);
 });
 

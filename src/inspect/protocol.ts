@@ -13,7 +13,7 @@ export interface WorkerInit {
 export type Verdictable = Omit<InspectionResult, 'heatmap' | 'geometry'>;
 
 export type ToWorker =
-  | { type: 'inspect'; id: number; width: number; height: number; data: ArrayBuffer; heatmap: boolean; ngImage: boolean }
+  | { type: 'inspect'; id: number; width: number; height: number; data: ArrayBuffer; heatmap: boolean; image: 'always' | 'not-ok' | 'never' }
   | { type: 'reload'; id: number; bundle: string }
   | { type: 'close' };
 

@@ -50,7 +50,7 @@ export class InferenceWorker {
     });
   }
 
-  inspect(frame: { width: number; height: number; data: Uint8Array }, opts: { heatmap: boolean; ngImage: boolean }): Promise<Result> {
+  inspect(frame: { width: number; height: number; data: Uint8Array }, opts: { heatmap: boolean; image: 'always' | 'not-ok' | 'never' }): Promise<Result> {
     // Copy into a transferable buffer: the frame may be a view into a larger capture buffer.
     const data = frame.data.slice().buffer;
     return this.request<Result>({ type: 'inspect', width: frame.width, height: frame.height, data, ...opts }, [data]);

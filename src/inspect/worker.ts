@@ -69,7 +69,7 @@ async function handle(m: ToWorker): Promise<void> {
       // Colour scale: blue at the median good part, red at twice the threshold's distance above it.
       heatmapJpeg = new Uint8Array(await encodeRgb(overlayRgb(data, heatmap, r.input.width, r.input.height, median, 2 * r.threshold - median), r.input.width, r.input.height, 'jpeg'));
     }
-    if (m.ngImage && r.verdict !== 'OK') frameJpeg = new Uint8Array(await encodeRgb(img.data, img.width, img.height, 'jpeg'));
+    if (m.image === 'always' || (m.image === 'not-ok' && r.verdict !== 'OK')) frameJpeg = new Uint8Array(await encodeRgb(img.data, img.width, img.height, 'jpeg'));
     const transfer = [heatmapJpeg, frameJpeg].filter((x): x is Uint8Array => !!x).map((x) => x.buffer as ArrayBuffer);
     send({ type: 'result', id: m.id, result, heatmapJpeg, frameJpeg, ms: performance.now() - t0 }, transfer);
   } catch (e) {

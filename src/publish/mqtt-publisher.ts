@@ -102,14 +102,19 @@ export class MqttPublisher {
       c.publish(this.topics.status, 'online', { qos: 1, retain: true });
       c.subscribe([this.topics.trigger, this.topics.cmdWildcard], { qos: 1 }, (err) => err && this.ev.log('error', `MQTT subscribe failed: ${err.message}`));
     });
+    let closedBeforeConnack = 0;
     c.on('close', () => {
+      if (!this.connected) closedBeforeConnack++;
       if (this.connected && !this.closing) this.ev.log('warn', `MQTT connection to ${this.s.url} lost; verdicts are queued on disk (${this.pendingVerdicts} pending) and reconnecting`);
       this.connected = false;
       this.ev.connection(false);
     });
     c.on('message', (topic, payload, packet) => this.onMessage(topic, payload, packet.properties));
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`MQTT broker ${this.s.url} not reachable within ${timeoutMs / 1000} s`)), timeoutMs);
+      const timer = setTimeout(() => {
+        const why = closedBeforeConnack ? `: it closed the connection ${closedBeforeConnack} time(s) before accepting it (check mqtt.protocol_version, TLS and credentials, and the broker's log)` : ' (nothing answered: check mqtt.url, the network and the firewall)';
+        reject(new Error(`MQTT broker ${this.s.url} not reachable within ${timeoutMs / 1000} s${why}`));
+      }, timeoutMs);
       c.once('connect', () => {
         clearTimeout(timer);
         resolve();

@@ -116,6 +116,7 @@ function checkCombinations(p: DaemonConfig): void {
   if (s.kind === 'gstreamer') need(s.pipeline !== '', 'source.pipeline', 'for source.kind "gstreamer"');
   if ((s.width > 0) !== (s.height > 0)) throw new DaemonConfigError(`config "source.width"/"source.height" = ${s.width}/${s.height} is invalid: set both or neither`);
   if (s.frame_timeout_ms < 500) throw new DaemonConfigError(`config "source.frame_timeout_ms" = ${s.frame_timeout_ms} is invalid: at least 500`);
+  if (p.mqtt.password && !p.mqtt.username) throw new DaemonConfigError('config "mqtt.password" is set but "mqtt.username" is empty: MQTT sends a password only with a user name');
   if ((p.mqtt.cert === '') !== (p.mqtt.key === '')) throw new DaemonConfigError('config "mqtt.cert" and "mqtt.key" go together: set both for a client certificate, or neither');
   if (p.mqtt.url && !/^(mqtts?|wss?|tcp|tls):\/\//.test(p.mqtt.url)) throw new DaemonConfigError(`config "mqtt.url" = "${p.mqtt.url}" is invalid: mqtt://host:1883, mqtts://host:8883 (or "" for the embedded broker)`);
 }

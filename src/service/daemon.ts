@@ -233,7 +233,7 @@ export class Daemon {
     const c = this.cfg;
     let r;
     try {
-      r = await this.worker.inspect(frame, { heatmap: c.mqtt.heatmap || !!this.archive || !!job.snapshot, ngImage: c.mqtt.ng_image || !!this.archive || !!job.snapshot });
+      r = await this.worker.inspect(frame, { heatmap: c.mqtt.heatmap || !!this.archive || !!job.snapshot, image: job.snapshot ? 'always' : c.mqtt.ng_image || this.archive ? 'not-ok' : 'never' });
     } catch (e) {
       this.counts.errors++;
       this.metrics.errors.inc();
