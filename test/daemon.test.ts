@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import mqtt from 'mqtt';
 import { syntheticPart, tempDir, writePng, writeSyntheticBundle } from './helpers/synthetic.ts';
 import { DaemonProcess, Mosquitto, freePort, waitFor, which } from './helpers/services.ts';
@@ -277,3 +277,60 @@ test('daemon: PLC trigger with part id, and the command topics (pause, resume, s
     c.end(true);
   }
 });
+
+test('daemon: a camera that stops is reported lost on MQTT and in metrics, reconnected, and inspection resumes', { skip: spawnSyncOk('gstreamer-superficial'), timeout: 120_000 }, async () => {
+  const dir = tempDir('daemon-cam');
+  const { backbone, bundle } = await writeSyntheticBundle(dir);
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const file = join(dir, 'site.json');
+  // A "camera" that delivers 15 frames and then ends, every time it is opened.
+  writeFileSync(
+    file,
+    JSON.stringify({
+      station: 'test-line',
+      backbone,
+      bundle,
+      source: { kind: 'gstreamer', pipeline: 'videotestsrc num-buffers=15 pattern=ball ! video/x-raw,width=96,height=96,framerate=30/1', frame_timeout_ms: 2000 },
+      trigger: { mode: 'free' },
+      mqtt: { url: '', embedded_port: port, store_dir: join(dir, 'store'), stats_interval_s: 0, heatmap: false },
+      metrics: { port: metricsPort },
+      archive: { dir: '' },
+    }),
+  );
+  const daemon = new DaemonProcess(file);
+  const camera: { state: string; reconnects: number }[] = [];
+  let verdicts = 0;
+  let c: mqtt.MqttClient | null = null;
+  try {
+    c = await waitFor('embedded broker', () =>
+      new Promise<mqtt.MqttClient | null>((resolve) => {
+        const cl = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 500, protocolVersion: 4 });
+        cl.once('connect', () => resolve(cl));
+        cl.once('error', () => {
+          cl.end(true);
+          resolve(null);
+        });
+      }), 60_000, 300);
+    c.on('message', (topic, payload) => {
+      if (topic.endsWith('/camera')) camera.push(JSON.parse(payload.toString()));
+      if (topic.endsWith('/verdict')) verdicts++;
+    });
+    await new Promise((r) => c!.subscribe('hiercore/test-line/#', { qos: 1 }, r));
+    await waitFor('loss and recovery', () => camera.some((s) => s.state === 'lost') && camera.some((s) => s.state === 'streaming' && s.reconnects >= 1), 60_000);
+    const seen = verdicts;
+    await waitFor('verdicts after the reconnect', () => verdicts > seen, 30_000);
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    assert.match(text, /^hce_camera_reconnects_total [1-9]/m);
+    assert.match(daemon.out, /camera lost: end of stream; reconnecting in/);
+  } finally {
+    daemon.kill('SIGTERM');
+    await daemon.exited;
+    c?.end(true);
+  }
+});
+
+function spawnSyncOk(mod: string): string | false {
+  const r = spawnSync(process.execPath, ['-e', `require('${mod}')`], { cwd: join(import.meta.dirname, '..') });
+  return r.status === 0 ? false : `${mod} is not built (deploy/setup.sh, then npm ci)`;
+}

@@ -11,7 +11,7 @@ import { tempDir } from './helpers/synthetic.ts';
 import { Mosquitto, freePort, which } from './helpers/services.ts';
 
 test('daemon config: defaults, site file, env and flags; errors name key, value and what is allowed', () => {
-  const ok = loadDaemonConfig({ overrides: { source: { path: '/data' } }, env: { HCE_STATION: 'line-2', HCE_MQTT_PASSWORD: 's3cret' }, args: ['--source-fps', '12'] });
+  const ok = loadDaemonConfig({ overrides: { source: { path: '/data' } }, env: { HCE_STATION: 'line-2', HCE_MQTT_USERNAME: 'line2', HCE_MQTT_PASSWORD: 's3cret' }, args: ['--source-fps', '12'] });
   assert.equal(ok.config.station, 'line-2');
   assert.equal(ok.config.source.fps, 12);
   assert.equal(ok.config.mqtt.protocol_version, 5);
@@ -64,9 +64,11 @@ test('MQTT: password and TLS listeners work, bad credentials and unknown CAs are
   sh('openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null');
   sh('printf "subjectAltName=IP:127.0.0.1\\n" > san.ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.pem 2>/dev/null');
   sh('openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=other-ca" -keyout other.key -out other.pem 2>/dev/null');
+  sh('openssl req -newkey rsa:2048 -nodes -subj "/CN=line3-cam1" -keyout client.key -out client.csr 2>/dev/null && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem 2>/dev/null');
   sh('chmod 644 *.key && mosquitto_passwd -b -c passwd line3 right-password');
   const pwPort = await freePort();
   const tlsPort = await freePort();
+  const certPort = await freePort();
   const broker = new Mosquitto(join(dir, 'broker'), await freePort(), [
     `listener ${pwPort} 127.0.0.1`,
     'allow_anonymous false',
@@ -76,6 +78,12 @@ test('MQTT: password and TLS listeners work, bad credentials and unknown CAs are
     `cafile ${join(dir, 'ca.pem')}`,
     `certfile ${join(dir, 'server.pem')}`,
     `keyfile ${join(dir, 'server.key')}`,
+    `listener ${certPort} 127.0.0.1`,
+    'allow_anonymous true',
+    `cafile ${join(dir, 'ca.pem')}`,
+    `certfile ${join(dir, 'server.pem')}`,
+    `keyfile ${join(dir, 'server.key')}`,
+    'require_certificate true',
   ].join('\n'), 'per_listener_settings true');
   await broker.start();
   const logs: string[] = [];
@@ -100,7 +108,19 @@ test('MQTT: password and TLS listeners work, bad credentials and unknown CAs are
     assert.equal(await connect({ url: `mqtts://127.0.0.1:${tlsPort}`, ca: join(dir, 'ca.pem') }), 'connected', 'TLS with the plant CA');
     assert.match(await connect({ url: `mqtts://127.0.0.1:${tlsPort}`, ca: join(dir, 'other.pem') }), /MQTT error: .*(self.signed|unable to verify|certificate)/i);
     assert.match(await connect({ url: `mqtts://127.0.0.1:${tlsPort}`, ca: join(dir, 'missing.pem') }), /mqtt.ca .*missing.pem: ENOENT/);
+    assert.equal(await connect({ url: `mqtts://127.0.0.1:${certPort}`, ca: join(dir, 'ca.pem'), cert: join(dir, 'client.pem'), key: join(dir, 'client.key') }), 'connected', 'client certificate accepted');
+    assert.match(await connect({ url: `mqtts://127.0.0.1:${certPort}`, ca: join(dir, 'ca.pem') }), /MQTT (error|broker)/, 'no client certificate: refused');
   } finally {
     await broker.stop();
   }
+});
+
+test('hiercore-edge run: a bad config exits 1 before opening anything, naming key, value and what is allowed', () => {
+  const bin = join(import.meta.dirname, '..', 'bin', 'hiercore-edge.js');
+  const r = spawnSync(process.execPath, [bin, 'run', '--source-kind', 'usb', '--source-path', '/x'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /invalid configuration: source.kind: must be one of the possible values: \["folder",.*value was "usb"/);
+  const missing = spawnSync(process.execPath, [bin, 'run', '--source-path', '/x', '--bundle', '/nonexistent.hcebundle', '--backbone', '/tmp', '--metrics-port', '0'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /bundle \/nonexistent.hcebundle does not exist: run "hiercore-edge calibrate/);
 });
