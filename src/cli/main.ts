@@ -18,7 +18,7 @@ import { evaluateMulticlass } from '../eval/multiclass.ts';
 import { readBundleFile, readBundleHeader, writeBundleFile, type BundleHeader } from '../calibrate/bundle-file.ts';
 import { Inspector } from '../inspect/inspector.ts';
 import { listImagesRecursive } from '../eval/dataset.ts';
-import { KEY_MODES, type KeyMode } from '../route/router.ts';
+import { KEY_MODES } from '../route/router.ts';
 import { join, relative, sep, basename } from 'node:path';
 import { encodeRgb, overlayRgb } from '../score/overlay.ts';
 import { fitImage } from '../features/image.ts';

@@ -14,7 +14,7 @@ interface SdNotify {
 
 export class SystemdNotifier {
   private readonly sd: SdNotify | null;
-  constructor(private readonly log: (msg: string) => void) {
+  constructor(log: (msg: string) => void) {
     if (!process.env.NOTIFY_SOCKET) {
       this.sd = null;
       return;

@@ -26,7 +26,7 @@ export function writeSyntheticBackbone(dir: string, opts: { seed?: number; sidec
   let cin = 3;
   const widths = [8, 16, 24, 32, 32];
   const outs: string[] = [];
-  widths.forEach((cout, i) => {
+  widths.forEach((cout) => {
     // He-uniform init keeps activations from fading through the ReLU stack.
     const w = new Float32Array(cout * cin * 9).map(() => (rand() * 2 - 1) * Math.sqrt(6 / (cin * 9)));
     const b = new Float32Array(cout).map(() => (rand() - 0.5) * 0.1);
