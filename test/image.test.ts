@@ -66,3 +66,13 @@ test('fitImage pads with black outside the content and keeps single-band masks s
   const on = m.data.reduce((a, v) => a + (v > 127 ? 1 : 0), 0);
   assert.equal(on, c.width * c.height);
 });
+
+test('heatmap overlay: frame shows through at the low end, red at the high end', async () => {
+  const { overlayRgb } = await import('../src/score/overlay.ts');
+  const rgb = new Uint8Array(2 * 3).fill(200);
+  const out = overlayRgb(rgb, Float32Array.from([0, 10]), 2, 1, 1, 5);
+  // low end: 85% frame + 15% of jet(0) = dark blue (0, 0, 128)
+  assert.deepEqual(Array.from(out.subarray(0, 3)), [170, 170, 189]);
+  // high end: 35% frame + 65% of jet(1) = dark red (128, 0, 0)
+  assert.deepEqual(Array.from(out.subarray(3, 6)), [153, 70, 70]);
+});

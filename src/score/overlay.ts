@@ -6,6 +6,10 @@ function jet(t: number): [number, number, number] {
   return [c(1.5 - Math.abs(4 * t - 3)), c(1.5 - Math.abs(4 * t - 2)), c(1.5 - Math.abs(4 * t - 1))].map((v) => Math.round(255 * v)) as [number, number, number];
 }
 
+// 256 steps are finer than a JPEG shows; a table keeps the per-pixel work to arithmetic (the
+// overlay runs for every frame the daemon publishes).
+const JET = Uint8Array.from({ length: 256 * 3 }, (_, i) => jet(Math.floor(i / 3) / 255)[i % 3]);
+
 /**
  * Blend heatmap [h, w] over rgb [h, w, 3]. Values at or below `low` show the frame only; `high` and
  * above are full red.
@@ -15,11 +19,11 @@ export function overlayRgb(rgb: Uint8Array, heatmap: Float32Array, width: number
   const span = high > low ? high - low : 1;
   for (let i = 0; i < width * height; i++) {
     const t = Math.max(0, Math.min(1, (heatmap[i] - low) / span));
-    const [r, g, b] = jet(t);
+    const k = 3 * Math.round(t * 255);
     const a = 0.15 + 0.5 * t;
-    out[3 * i] = Math.round((1 - a) * rgb[3 * i] + a * r);
-    out[3 * i + 1] = Math.round((1 - a) * rgb[3 * i + 1] + a * g);
-    out[3 * i + 2] = Math.round((1 - a) * rgb[3 * i + 2] + a * b);
+    out[3 * i] = (1 - a) * rgb[3 * i] + a * JET[k] + 0.5;
+    out[3 * i + 1] = (1 - a) * rgb[3 * i + 1] + a * JET[k + 1] + 0.5;
+    out[3 * i + 2] = (1 - a) * rgb[3 * i + 2] + a * JET[k + 2] + 0.5;
   }
   return out;
 }
