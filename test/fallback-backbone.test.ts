@@ -9,7 +9,10 @@ import * as ort from 'onnxruntime-node';
 import { importFallbackBackbone, loadNsfwjsModel } from '../src/features/import-nsfwjs.ts';
 import { FeatureExtractor } from '../src/features/extractor.ts';
 import { decodeWeights, convertKeras, UnsupportedLayerError } from '../src/features/tfjs/keras-to-onnx.ts';
-import { syntheticPart, tempDir } from './helpers/synthetic.ts';
+import { SHARED, syntheticPart, tempDir } from './helpers/synthetic.ts';
+import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { sha256 } from '../src/util/files.ts';
 
 test('fallback backbone: ONNX activations equal TensorFlow.js on the original Keras model', { timeout: 120_000 }, async () => {
   const tf = await import('@tensorflow/tfjs-core');
@@ -63,4 +66,18 @@ test('Keras importer: unknown layers and broken weight data are clear errors', (
   const layers = (model.modelTopology.model_config ?? model.modelTopology).config!.layers;
   const dense = layers.find((l) => l.class_name === 'Dense')!;
   assert.throws(() => convertKeras(model, weights, [{ layer: dense.name, name: 'x' }]), (e: Error) => e instanceof UnsupportedLayerError && /is not supported by the importer/.test(e.message));
+});
+
+test('model fetch: checks the pinned sha256, and says what to do offline', async () => {
+  const { fetchBackbone, CORAL_MODELS } = await import('../src/features/default-backbone.ts');
+  const out = tempDir('fetch');
+  const offline = (() => Promise.reject(new TypeError('fetch failed'))) as unknown as typeof fetch;
+  await assert.rejects(fetchBackbone('mobilenet-v2-ptq', out, offline), /cannot download https:\/\/github.com\/google-coral\/test_data\/raw\/[0-9a-f]{40}\/tf2_mobilenet_v2_1.0_224_ptq.tflite \(fetch failed\)\. Without internet: copy tf2_mobilenet_v2_1.0_224_ptq.tflite \(sha256 5d3137/);
+  const tampered = (() => Promise.resolve(new Response(new Uint8Array([1, 2, 3])))) as unknown as typeof fetch;
+  await assert.rejects(fetchBackbone('mobilenet-v2-ptq', out, tampered), /has sha256 039058c6.*expected 5d3137.*not imported/);
+  // The pins are those of the reference copies in ../shared, where present.
+  for (const m of Object.values(CORAL_MODELS)) {
+    const local = join(SHARED, 'models', m.file);
+    if (existsSync(local)) assert.equal(sha256(readFileSync(local)), m.sha256, m.file);
+  }
 });
