@@ -10,8 +10,9 @@
  *   sha256      32 bytes over everything above
  */
 import { readFileSync } from 'node:fs';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { writeFileAtomic } from '../util/files.ts';
+import { checkFramedPayload, decodeFramedHeader, encodeFramed, type FramedFormat } from '../util/framed-file.ts';
 import { decodeBank, encodeBank, type Bank } from '../score/bank-file.ts';
 import type { FitMode } from '../features/image.ts';
 import type { ScoreSummary } from './threshold.ts';
@@ -99,59 +100,29 @@ export function encodeBundle(b: Bundle): Uint8Array {
     offset += keys.length + bank.length;
     return info;
   });
-  let json = JSON.stringify({ ...b.header, format_version: BUNDLE_FORMAT_VERSION, clusters });
-  while (Buffer.byteLength(json) % 8 !== 0) json += ' ';
-  const hdr = new TextEncoder().encode(json);
-  const pre = new Uint8Array(16);
-  pre.set(new TextEncoder().encode(BUNDLE_MAGIC), 0);
-  const dv = new DataView(pre.buffer);
-  dv.setUint32(8, BUNDLE_FORMAT_VERSION, true);
-  dv.setUint32(12, hdr.length, true);
-  const hash = createHash('sha256').update(pre).update(hdr);
-  for (const s of sections) hash.update(s);
-  const out = new Uint8Array(16 + hdr.length + offset + 32);
-  out.set(pre, 0);
-  out.set(hdr, 16);
-  let at = 16 + hdr.length;
-  for (const s of sections) {
-    out.set(s, at);
-    at += s.length;
-  }
-  out.set(hash.digest(), at);
-  return out;
+  return encodeFramed(BUNDLE_MAGIC, BUNDLE_FORMAT_VERSION, { ...b.header, format_version: BUNDLE_FORMAT_VERSION, clusters }, sections);
 }
+
+const FORMAT: FramedFormat = {
+  magic: BUNDLE_MAGIC,
+  version: BUNDLE_FORMAT_VERSION,
+  what: 'bundle',
+  magicHint: (magic) => (magic === 'HCEBANK\0' ? ' (this is a single bank file; build a bundle with "hiercore-edge calibrate")' : ''),
+  versionAdvice: 'recalibrate with this version',
+  error: BundleFileError,
+};
 
 /** Header only: enough for `bundle info` and for comparing bundles, without decoding the banks. */
 export function decodeBundleHeader(buf: Uint8Array, label = 'bundle'): { header: BundleHeader; payloadStart: number } {
-  if (buf.length < 16 + 32) throw new BundleFileError(`${label}: truncated (${buf.length} bytes is shorter than any bundle)`);
-  const magic = new TextDecoder().decode(buf.subarray(0, 8));
-  if (magic !== BUNDLE_MAGIC) {
-    const hint = magic === 'HCEBANK\0' ? ' (this is a single bank file; build a bundle with "hiercore-edge calibrate")' : '';
-    throw new BundleFileError(`${label}: not a hiercore-edge bundle (bad magic)${hint}`);
-  }
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const version = dv.getUint32(8, true);
-  if (version !== BUNDLE_FORMAT_VERSION) throw new BundleFileError(`${label}: bundle format version ${version} is not supported by this build (supports ${BUNDLE_FORMAT_VERSION}); recalibrate with this version`);
-  const hlen = dv.getUint32(12, true);
-  if (16 + hlen + 32 > buf.length) throw new BundleFileError(`${label}: truncated (header runs past the end of the file)`);
-  let header: BundleHeader;
-  try {
-    header = JSON.parse(new TextDecoder().decode(buf.subarray(16, 16 + hlen)));
-  } catch {
-    throw new BundleFileError(`${label}: corrupted (header is not valid JSON)`);
-  }
-  if (!Array.isArray(header.clusters) || header.clusters.length === 0 || !(header.semantic_dim > 0)) throw new BundleFileError(`${label}: corrupted (no clusters or no semantic_dim in the header)`);
-  return { header, payloadStart: 16 + hlen };
+  const r = decodeFramedHeader<BundleHeader>(buf, FORMAT, label);
+  const h = r.header;
+  if (!Array.isArray(h.clusters) || h.clusters.length === 0 || !(h.semantic_dim > 0)) throw new BundleFileError(`${label}: corrupted (no clusters or no semantic_dim in the header)`);
+  return r;
 }
 
 export function decodeBundle(buf: Uint8Array, label = 'bundle'): Bundle {
   const { header, payloadStart } = decodeBundleHeader(buf, label);
-  const payloadLen = header.clusters.reduce((s, c) => Math.max(s, c.bank.offset + c.bank.length), 0);
-  const expected = payloadStart + payloadLen + 32;
-  if (buf.length < expected) throw new BundleFileError(`${label}: truncated (${buf.length} bytes, expected ${expected})`);
-  if (buf.length > expected) throw new BundleFileError(`${label}: corrupted (${buf.length - expected} unexpected trailing bytes)`);
-  const hash = createHash('sha256').update(buf.subarray(0, expected - 32)).digest();
-  if (!hash.equals(buf.subarray(expected - 32, expected))) throw new BundleFileError(`${label}: corrupted (checksum mismatch)`);
+  checkFramedPayload(buf, payloadStart, header.clusters.reduce((s, c) => Math.max(s, c.bank.offset + c.bank.length), 0), FORMAT, label);
   const clusters = header.clusters.map((info) => {
     const k = buf.subarray(payloadStart + info.keys.offset, payloadStart + info.keys.offset + info.keys.length);
     const keys = new Float32Array(k.length / 4);

@@ -12,8 +12,8 @@
  * preprocessing so a bank is never scored against features it was not built from.
  */
 import { readFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { writeFileAtomic } from '../util/files.ts';
+import { checkFramedPayload, decodeFramedHeader, encodeFramed, type FramedFormat } from '../util/framed-file.ts';
 import type { FitMode } from '../features/image.ts';
 
 export const BANK_MAGIC = 'HCEBANK\0';
@@ -70,17 +70,17 @@ export function fromFloat16(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
+const FORMAT: FramedFormat = {
+  magic: BANK_MAGIC,
+  version: BANK_FORMAT_VERSION,
+  what: 'bank file',
+  versionAdvice: 'rebuild the bank with "hiercore-edge calibrate"',
+  error: BankFileError,
+};
+
 export function encodeBank(bank: Bank): Uint8Array {
   const { header, vectors } = bank;
   if (vectors.length !== header.count * header.dim) throw new BankFileError(`bank has ${vectors.length} values, header says ${header.count}x${header.dim}`);
-  let json = JSON.stringify({ ...header, format_version: BANK_FORMAT_VERSION });
-  while (Buffer.byteLength(json) % 8 !== 0) json += ' ';
-  const hdr = new TextEncoder().encode(json);
-  const pre = new Uint8Array(16);
-  pre.set(new TextEncoder().encode(BANK_MAGIC), 0);
-  const dv = new DataView(pre.buffer);
-  dv.setUint32(8, BANK_FORMAT_VERSION, true);
-  dv.setUint32(12, hdr.length, true);
   let payload: Uint8Array;
   if (header.dtype === 'float16') {
     const h = new Uint16Array(vectors.length);
@@ -89,41 +89,15 @@ export function encodeBank(bank: Bank): Uint8Array {
   } else {
     payload = new Uint8Array(vectors.buffer, vectors.byteOffset, vectors.byteLength);
   }
-  const hash = createHash('sha256').update(pre).update(hdr).update(payload).digest();
-  const out = new Uint8Array(pre.length + hdr.length + payload.length + 32);
-  out.set(pre, 0);
-  out.set(hdr, 16);
-  out.set(payload, 16 + hdr.length);
-  out.set(hash, 16 + hdr.length + payload.length);
-  return out;
+  return encodeFramed(BANK_MAGIC, BANK_FORMAT_VERSION, { ...header, format_version: BANK_FORMAT_VERSION }, [payload]);
 }
 
 export function decodeBank(buf: Uint8Array, label = 'bank'): Bank {
-  if (buf.length < 16 + 32) throw new BankFileError(`${label}: truncated (${buf.length} bytes is shorter than any bank file)`);
-  const magic = new TextDecoder().decode(buf.subarray(0, 8));
-  if (magic !== BANK_MAGIC) throw new BankFileError(`${label}: not a hiercore-edge bank file (bad magic)`);
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const version = dv.getUint32(8, true);
-  if (version !== BANK_FORMAT_VERSION) {
-    throw new BankFileError(`${label}: bank format version ${version} is not supported by this build (supports ${BANK_FORMAT_VERSION}); rebuild the bank with "hiercore-edge calibrate"`);
-  }
-  const hlen = dv.getUint32(12, true);
-  if (16 + hlen + 32 > buf.length) throw new BankFileError(`${label}: truncated (header runs past the end of the file)`);
-  let header: BankHeader;
-  try {
-    header = JSON.parse(new TextDecoder().decode(buf.subarray(16, 16 + hlen)));
-  } catch {
-    throw new BankFileError(`${label}: corrupted (header is not valid JSON)`);
-  }
+  const { header, payloadStart: start } = decodeFramedHeader<BankHeader>(buf, FORMAT, label);
   const bytesPer = header.dtype === 'float16' ? 2 : header.dtype === 'float32' ? 4 : 0;
   if (!bytesPer || !(header.count > 0) || !(header.dim > 0)) throw new BankFileError(`${label}: corrupted (bad header fields dtype/count/dim)`);
-  const payloadLen = header.count * header.dim * bytesPer;
-  const expected = 16 + hlen + payloadLen + 32;
-  if (buf.length < expected) throw new BankFileError(`${label}: truncated (${buf.length} bytes, expected ${expected})`);
-  if (buf.length > expected) throw new BankFileError(`${label}: corrupted (${buf.length - expected} unexpected trailing bytes)`);
-  const hash = createHash('sha256').update(buf.subarray(0, expected - 32)).digest();
-  if (!hash.equals(buf.subarray(expected - 32, expected))) throw new BankFileError(`${label}: corrupted (checksum mismatch)`);
-  const start = 16 + hlen;
+  checkFramedPayload(buf, start, header.count * header.dim * bytesPer, FORMAT, label);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const vectors = new Float32Array(header.count * header.dim);
   if (bytesPer === 2) {
     for (let i = 0; i < vectors.length; i++) vectors[i] = fromFloat16(dv.getUint16(start + 2 * i, true));
