@@ -7,7 +7,7 @@ import { readImage, type RgbImage } from '../features/image.ts';
 import type { FeatureSettings } from '../features/extractor.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
 import type { ExecutionProvider } from '../features/session.ts';
-import { bankFromPatches, type CoresetSettings } from '../score/patchcore.ts';
+import { bankFromPatches, scorerOptionsFor, type CoresetSettings, type ScoringRuntime } from '../score/patchcore.ts';
 import { PatchScorer } from '../score/scorer.ts';
 import { clusterEmbeddings, dot, normaliseRows, poseScaleOf, type ClusteringOptions, type ClusteringResult, type PoseScales } from '../route/finch.ts';
 import { keyDistances, leaveOneOutDistances, routingLimit, selectKeys, type KeyMode, type LimitRule } from '../route/router.ts';
@@ -231,7 +231,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
       for (const [c, rows] of byCluster) {
         const b = built[c];
         const ex = await pool.get(b.settings);
-        const scorer = await PatchScorer.create(b.bank.vectors, b.bank.header.count, b.bank.header.dim, scorerOptions(ex, b.settings, opts));
+        const scorer = await PatchScorer.create(b.bank.vectors, b.bank.header.count, b.bank.header.dim, scorerOptionsFor(ex, scoringRuntime(opts)));
         const patches = await extractPatches(rows.map((r) => opts.defects![r]), pool, b.settings, progress, `[${b.info.name}] defects`);
         const scores = await scoreRows(scorer, patches, ex.patchCount * b.settings.dim, rows.map((_, j) => j));
         await scorer.release();
@@ -305,7 +305,7 @@ async function buildClusterBank(paths: string[], settings: FeatureSettings, name
     const sub = new Float32Array(train.length * per);
     train.forEach((k, j) => sub.set(patches.subarray(k * per, (k + 1) * per), j * per));
     const bank = await bankFromPatches(ex, sub, train.length, opts.coreset, (s, d, t) => progress?.(`[${name}] fold ${f + 1}/${folds} ${s}`, d, t));
-    const scorer = await PatchScorer.create(bank.vectors, bank.header.count, bank.header.dim, scorerOptions(ex, settings, opts));
+    const scorer = await PatchScorer.create(bank.vectors, bank.header.count, bank.header.dim, scorerOptionsFor(ex, scoringRuntime(opts)));
     const scores = await scoreRows(scorer, patches, per, test);
     test.forEach((k, j) => (heldOut[k] = scores[j]));
     await scorer.release();
@@ -314,6 +314,6 @@ async function buildClusterBank(paths: string[], settings: FeatureSettings, name
   return { bank, heldOut };
 }
 
-function scorerOptions(ex: { gridHeight: number; gridWidth: number }, s: FeatureSettings, opts: CalibrationOptions) {
-  return { gridHeight: ex.gridHeight, gridWidth: ex.gridWidth, height: s.height, width: s.width, sigma: opts.scoring.sigma, reweightNeighbours: opts.scoring.reweightNeighbours, provider: opts.runtime.provider, threads: opts.runtime.threads };
+export function scoringRuntime(opts: Pick<CalibrationOptions, 'scoring' | 'runtime'>): ScoringRuntime {
+  return { sigma: opts.scoring.sigma, reweightNeighbours: opts.scoring.reweightNeighbours, provider: opts.runtime.provider, threads: opts.runtime.threads };
 }

@@ -11,7 +11,7 @@
  * unclipped for ranking); a frame routed `unknown` counts as rejected (score +inf).
  */
 import sharp from 'sharp';
-import { calibrate, embedImages, type CalibrationOptions, type CalibrationResult } from '../calibrate/calibrate.ts';
+import { calibrate, embedImages, scoringRuntime, type CalibrationOptions, type CalibrationResult } from '../calibrate/calibrate.ts';
 import { Inspector, type InspectionResult } from '../inspect/inspector.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
 import { fitImage, readImage } from '../features/image.ts';
@@ -103,7 +103,7 @@ export async function evaluateMulticlass(opts: MulticlassOptions, progress: Prog
     return [...counts.entries()].sort((a, b) => b[1] - a[1])[0][0];
   });
 
-  const runtime = { provider: opts.runtime.provider, threads: opts.runtime.threads, reweightNeighbours: opts.scoring.reweightNeighbours, sigma: opts.scoring.sigma };
+  const runtime = scoringRuntime(opts);
   const inspectors = {
     known: await Inspector.load(known.bundle, opts.backbone, runtime),
     clustered: await Inspector.load(clustered.bundle, opts.backbone, runtime),

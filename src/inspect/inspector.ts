@@ -5,8 +5,8 @@
 import type { RgbImage, Geometry } from '../features/image.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
 import type { FeatureSettings } from '../features/extractor.ts';
-import type { ExecutionProvider } from '../features/session.ts';
 import { PatchScorer } from '../score/scorer.ts';
+import { scorerOptionsFor, type ScoringRuntime } from '../score/patchcore.ts';
 import { Router, type Route } from '../route/router.ts';
 import { resolveInputSize } from '../config.ts';
 import { BundleFileError, type Bundle, type ClusterInfo } from '../calibrate/bundle-file.ts';
@@ -31,12 +31,7 @@ export interface InspectionResult {
   timings_ms: { preprocess: number; backbone: number; route: number; knn: number; reweight: number; heatmap: number };
 }
 
-export interface InspectorOptions {
-  provider?: ExecutionProvider;
-  threads?: number;
-  reweightNeighbours?: number;
-  sigma?: number;
-}
+export type InspectorOptions = ScoringRuntime;
 
 interface LoadedCluster {
   info: ClusterInfo;
@@ -70,16 +65,7 @@ export class Inspector {
         if (ex.semanticDim !== h.semantic_dim) throw new BundleFileError(`bundle semantic_dim ${h.semantic_dim} does not match the backbone's ${ex.semanticDim}`);
         const b = c.bank;
         if (b.header.features.grid[0] !== ex.gridHeight || b.header.features.grid[1] !== ex.gridWidth) throw new BundleFileError(`cluster ${c.info.name}: bank grid ${b.header.features.grid} does not match the backbone's ${ex.gridHeight}x${ex.gridWidth}`);
-        const scorer = await PatchScorer.create(b.vectors, b.header.count, b.header.dim, {
-          gridHeight: ex.gridHeight,
-          gridWidth: ex.gridWidth,
-          height: settings.height,
-          width: settings.width,
-          sigma: opts.sigma ?? 4,
-          reweightNeighbours: opts.reweightNeighbours ?? 0,
-          provider: opts.provider,
-          threads: opts.threads,
-        });
+        const scorer = await PatchScorer.create(b.vectors, b.header.count, b.header.dim, scorerOptionsFor(ex, opts));
         loaded.push({ info: c.info, settings, scorer });
       }
       const router = new Router(bundle.clusters.map((c) => ({ keys: c.keys, count: c.info.keys.count, limit: c.info.routing_limit })), h.semantic_dim);

@@ -3,7 +3,7 @@ import type { FeatureExtractor } from '../features/extractor.ts';
 import { readImage, type RgbImage, type Geometry } from '../features/image.ts';
 import { gatherRows, greedyCoreset } from './coreset.ts';
 import type { Bank, BankHeader } from './bank-file.ts';
-import { PatchScorer } from './scorer.ts';
+import { PatchScorer, type ScorerOptions } from './scorer.ts';
 import type { ExecutionProvider } from '../features/session.ts';
 
 export interface CoresetSettings {
@@ -63,6 +63,28 @@ export interface Inspection {
   timings: { preprocess: number; backbone: number; knn: number; reweight: number; heatmap: number };
 }
 
+export interface ScoringRuntime {
+  reweightNeighbours?: number;
+  sigma?: number;
+  provider?: ExecutionProvider;
+  threads?: number;
+}
+
+/** Scorer geometry for the patches this extractor produces, with the scoring/runtime settings. */
+export function scorerOptionsFor(extractor: FeatureExtractor, opts: ScoringRuntime): ScorerOptions {
+  const s = extractor.settings;
+  return {
+    gridHeight: extractor.gridHeight,
+    gridWidth: extractor.gridWidth,
+    height: s.height,
+    width: s.width,
+    sigma: opts.sigma ?? 4,
+    reweightNeighbours: opts.reweightNeighbours ?? 0,
+    provider: opts.provider,
+    threads: opts.threads,
+  };
+}
+
 /** One bank plus the extractor that feeds it. */
 export class PatchCoreModel {
   private constructor(
@@ -71,18 +93,8 @@ export class PatchCoreModel {
     readonly bank: Bank,
   ) {}
 
-  static async create(extractor: FeatureExtractor, bank: Bank, opts: { reweightNeighbours?: number; sigma?: number; provider?: ExecutionProvider; threads?: number } = {}): Promise<PatchCoreModel> {
-    const s = extractor.settings;
-    const scorer = await PatchScorer.create(bank.vectors, bank.header.count, bank.header.dim, {
-      gridHeight: extractor.gridHeight,
-      gridWidth: extractor.gridWidth,
-      height: s.height,
-      width: s.width,
-      sigma: opts.sigma ?? 4,
-      reweightNeighbours: opts.reweightNeighbours ?? 0,
-      provider: opts.provider,
-      threads: opts.threads,
-    });
+  static async create(extractor: FeatureExtractor, bank: Bank, opts: ScoringRuntime = {}): Promise<PatchCoreModel> {
+    const scorer = await PatchScorer.create(bank.vectors, bank.header.count, bank.header.dim, scorerOptionsFor(extractor, opts));
     return new PatchCoreModel(extractor, scorer, bank);
   }
 
