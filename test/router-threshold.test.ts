@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Router, leaveOneOutDistances, quantile, routingLimit, selectKeys } from '../src/route/router.ts';
+import { Router, leaveOneOutDistances, routingLimit, selectKeys } from '../src/route/router.ts';
+import { quantile } from '../src/util/stats.ts';
 import { normaliseRows } from '../src/route/finch.ts';
 import { f1Threshold, frrThreshold, kFolds, normaliseScore, summarise } from '../src/calibrate/threshold.ts';
 import { seededRandom } from '../src/score/coreset.ts';

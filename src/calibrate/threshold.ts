@@ -2,7 +2,7 @@
  * Per-cluster decision thresholds from nominal images only: held-out nominal scores (k-fold) give the
  * score distribution of good parts the bank has not seen; the threshold is its (1 - FRR) quantile.
  */
-import { quantile } from '../route/router.ts';
+import { quantile } from '../util/stats.ts';
 import { f1Max } from '../eval/metrics.ts';
 import { seededRandom } from '../score/coreset.ts';
 

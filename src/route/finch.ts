@@ -2,6 +2,7 @@
  * FINCH clustering (Sarfraz et al., CVPR 2019) on cosine distance, and the silhouette rule HierCore
  * uses to pick one partition of the FINCH hierarchy. Works on L2-normalised semantic embeddings.
  */
+import { quantile } from '../util/stats.ts';
 
 export interface Partition {
   /** cluster index of each input row, 0..count-1 */
@@ -165,11 +166,7 @@ export interface PoseScales {
 export function poseScaleOf(pose: PoseScales, rows: ArrayLike<number>): number {
   const v: number[] = [];
   for (let i = 0; i < rows.length; i++) for (let k = 0; k < pose.perRow; k++) v.push(pose.samples[rows[i] * pose.perRow + k]);
-  if (!v.length) return 0;
-  v.sort((x, y) => x - y);
-  const pos = 0.9 * (v.length - 1);
-  const lo = Math.floor(pos);
-  return v[lo] + (v[Math.min(v.length - 1, lo + 1)] - v[lo]) * (pos - lo);
+  return v.length ? quantile(v, 0.9) : 0;
 }
 
 export interface MergeStep {

@@ -3,6 +3,7 @@
  * distance; beyond that cluster's routing limit the frame is `unknown` and is not scored.
  */
 import { dot, normaliseRows } from './finch.ts';
+import { quantile } from '../util/stats.ts';
 
 export const KEY_MODES = ['all', 'coreset', 'mean'] as const;
 export type KeyMode = (typeof KEY_MODES)[number];
@@ -109,16 +110,6 @@ export function leaveOneOutDistances(u: Float32Array, n: number, dim: number, ke
     out[i] = 1 - best;
   }
   return out;
-}
-
-/** Empirical quantile with linear interpolation (type 7), q in [0, 1]. */
-export function quantile(values: ArrayLike<number>, q: number): number {
-  const s = Float64Array.from(values).sort();
-  if (s.length === 0) return NaN;
-  const pos = (s.length - 1) * Math.min(1, Math.max(0, q));
-  const lo = Math.floor(pos);
-  const hi = Math.min(s.length - 1, lo + 1);
-  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
 }
 
 export interface LimitRule {
