@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { FeatureExtractor, type FeatureSettings } from '../features/extractor.ts';
-import { fitImage, readImage } from '../features/image.ts';
+import { fitImage, readImage, type Geometry } from '../features/image.ts';
 import { buildBank, PatchCoreModel, type CoresetSettings } from '../score/patchcore.ts';
 import { auroc, f1Max, PixelMetrics } from './metrics.ts';
 import { loadCategory } from './dataset.ts';
@@ -61,7 +61,8 @@ export function percentile(sorted: number[], q: number): number {
   return sorted[i];
 }
 
-async function readMask(path: string | undefined, srcW: number, srcH: number, opts: FeatureSettings): Promise<Uint8Array> {
+/** Ground-truth mask fitted to the network input the way its image was (0/1 per pixel; none = all 0). */
+export async function readMask(path: string | undefined, srcW: number, srcH: number, opts: Pick<FeatureSettings, 'width' | 'height' | 'fit'>): Promise<Uint8Array> {
   const n = opts.width * opts.height;
   if (!path) return new Uint8Array(n);
   const { data, info } = await sharp(path).greyscale().raw().toBuffer({ resolveWithObject: true });
@@ -70,6 +71,14 @@ async function readMask(path: string | undefined, srcW: number, srcH: number, op
   const m = new Uint8Array(n);
   for (let i = 0; i < n; i++) m[i] = fitted.data[i] > 127 ? 1 : 0;
   return m;
+}
+
+/** 1 where the input holds frame content, 0 on letterbox padding (pixel metrics skip padding). */
+export function contentMask(geometry: Geometry, width: number, height: number): Uint8Array {
+  const valid = new Uint8Array(width * height);
+  const c = geometry.content;
+  for (let y = c.y; y < c.y + c.height; y++) valid.fill(1, y * width + c.x, y * width + c.x + c.width);
+  return valid;
 }
 
 function round(v: number | null, digits = 4): number | null {
@@ -112,10 +121,7 @@ export async function evaluate(opts: EvaluateOptions, progress: Progress): Promi
       labels.push(t.anomalous ? 1 : 0);
       if (cat.hasMasks) {
         const mask = await readMask(t.mask, img.width, img.height, features);
-        const valid = new Uint8Array(width * height);
-        const c = r.geometry.content;
-        for (let y = c.y; y < c.y + c.height; y++) valid.fill(1, y * width + c.x, y * width + c.x + c.width);
-        pixels.add(r.heatmap, mask, width, height, valid);
+        pixels.add(r.heatmap, mask, width, height, contentMask(r.geometry, width, height));
       }
       if (heatDir && i % everyNth === 0) saved.push({ path: t.path, heatmap: r.heatmap.slice(), i });
       progress.update(`[${name}] test`, i + 1, test.length);

@@ -10,16 +10,15 @@
  * Scores are compared across clusters through the normalised score (0.5 at each cluster's threshold,
  * unclipped for ranking); a frame routed `unknown` counts as rejected (score +inf).
  */
-import sharp from 'sharp';
 import { calibrate, embedImages, scoringRuntime, type CalibrationOptions, type CalibrationResult } from '../calibrate/calibrate.ts';
 import { Inspector, type InspectionResult } from '../inspect/inspector.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
-import { fitImage, readImage } from '../features/image.ts';
-import type { FeatureSettings } from '../features/extractor.ts';
+import { readImage } from '../features/image.ts';
 import { clusterEmbeddings, poseScaleOf } from '../route/finch.ts';
 import { Router, leaveOneOutDistances, routingLimit, selectKeys } from '../route/router.ts';
 import { frrThreshold, normaliseScore } from '../calibrate/threshold.ts';
 import { auroc, nmi, purity, PixelMetrics } from './metrics.ts';
+import { contentMask, readMask } from './evaluate.ts';
 import { loadCategory, type Category } from './dataset.ts';
 import type { Progress } from '../util/progress.ts';
 import type { Bank } from '../score/bank-file.ts';
@@ -51,14 +50,6 @@ interface CategoryScenario {
 }
 
 const r4 = (v: number | null) => (v === null || !Number.isFinite(v) ? null : Number(v.toFixed(4)));
-
-async function readMask(path: string | undefined, srcW: number, srcH: number, w: number, h: number, fit: FeatureSettings['fit']): Promise<Uint8Array> {
-  if (!path) return new Uint8Array(w * h);
-  const { data, info } = await sharp(path).greyscale().raw().toBuffer({ resolveWithObject: true });
-  if (info.width !== srcW || info.height !== srcH) throw new Error(`mask ${path} is ${info.width}x${info.height}, its image is ${srcW}x${srcH}`);
-  const fitted = await fitImage({ width: srcW, height: srcH, data: new Uint8Array(data) }, w, h, fit, 1, 'nearest');
-  return Uint8Array.from(fitted.data, (v) => (v > 127 ? 1 : 0));
-}
 
 function f1(d: { rejected: boolean; anomalous: boolean }[]) {
   const tp = d.filter((x) => x.rejected && x.anomalous).length;
@@ -149,13 +140,10 @@ export async function evaluateMulticlass(opts: MulticlassOptions, progress: Prog
           // metrics is the one its nearest cluster gives.
           const scored = r.heatmap ? r : await (s === 'hiercore' ? inspectors.clustered : inspectors.known).inspect(img, r.route.nearest_id);
           const { width, height } = scored.input;
-          const mask = await readMask(t.mask, img.width, img.height, width, height, opts.features(img).fit);
+          const mask = await readMask(t.mask, img.width, img.height, { width, height, fit: opts.features(img).fit });
           const info = b.bundle.clusters[scored.cluster_id!].info;
           const heat = Float32Array.from(scored.heatmap!, (v) => normaliseScore(v, info.threshold, info.statistics.nominal.p50, false));
-          const valid = new Uint8Array(width * height);
-          const c = scored.geometry.content;
-          for (let y = c.y; y < c.y + c.height; y++) valid.fill(1, y * width + c.x, y * width + c.x + c.width);
-          acc.pixels.add(heat, mask, width, height, valid);
+          acc.pixels.add(heat, mask, width, height, contentMask(scored.geometry, width, height));
         }
       }
       progress.update(`[${cat.name}] test`, ti + 1, test.length);
