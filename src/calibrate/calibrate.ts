@@ -43,12 +43,14 @@ export interface CalibrationOptions {
    * find the same clusters they share the work). Keyed by input size and member paths.
    */
   cache?: Map<string, { bank: Bank; heldOut: number[] }>;
+  /** embeddings of `images` (same order, with pose) from embedImages, when the caller has them already */
+  embedded?: Embedded;
   log?: (msg: string) => void;
 }
 
 export class CalibrationError extends Error {}
 
-interface Embedded {
+export interface Embedded {
   semantic: Float32Array; // [n, dim], unit rows
   dim: number;
   sizes: string[]; // input size key per image
@@ -150,7 +152,8 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
   if (opts.labels && opts.labels.length !== n) throw new CalibrationError(`${opts.labels.length} labels for ${n} images`);
   const pool = opts.pool ?? new ExtractorPool(opts.backbone, opts.runtime);
   try {
-    const emb = await embedImages(opts.images, pool, opts.features, progress, 'embed', true);
+    const emb = opts.embedded ?? (await embedImages(opts.images, pool, opts.features, progress, 'embed', true));
+    if (emb.sizes.length !== n || !emb.pose) throw new CalibrationError(`precomputed embeddings cover ${emb.sizes.length} images${emb.pose ? '' : ' without pose'}, calibrating ${n}`);
     const { semantic, dim } = emb;
 
     // 1. Which images belong together.

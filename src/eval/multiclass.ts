@@ -68,7 +68,9 @@ export async function evaluateMulticlass(opts: MulticlassOptions, progress: Prog
   const pool = new ExtractorPool(opts.backbone, opts.runtime);
   const cache = new Map<string, { bank: Bank; heldOut: number[] }>();
   const log = (m: string) => progress.log(m);
-  const base = { ...opts, pool, cache, log };
+  // Embedded once (with pose): all three calibrations and the unknown-product check use the same.
+  const trainEmb = await embedImages(train, pool, opts.features, progress.update, 'embed train', true);
+  const base = { ...opts, pool, cache, log, embedded: trainEmb };
 
   progress.log(`== calibration with folder labels (known_class): ${train.length} images`);
   const known = await calibrate({ ...base, images: train, labels: trainCat.map((i) => cats[i].name) }, progress.update);
@@ -152,7 +154,6 @@ export async function evaluateMulticlass(opts: MulticlassOptions, progress: Prog
 
   // Unknown product: calibrate routing without one category, then route everything of it.
   progress.log('== unknown-product check (leave one category out of calibration)');
-  const trainEmb = await embedImages(train, pool, opts.features, progress.update, 'embed train', true);
   const allTest = cats.flatMap((c, ci) => c.test.filter((_, i) => i % stride === 0).map((t) => ({ ...t, ci })));
   const testEmb = await embedImages(allTest.map((t) => t.path), pool, opts.features, progress.update, 'embed test');
   const d = trainEmb.dim;
