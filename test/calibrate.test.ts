@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { calibrate, type CalibrationOptions } from '../src/calibrate/calibrate.ts';
+import { calibrate } from '../src/calibrate/calibrate.ts';
 import { decodeBundle, encodeBundle, readBundleFile, writeBundleFile } from '../src/calibrate/bundle-file.ts';
 import { Inspector } from '../src/inspect/inspector.ts';
-import { syntheticProduct, tempDir, writePng, writeSyntheticBackbone, type ProductKind } from './helpers/synthetic.ts';
+import { syntheticCalibrationOptions, syntheticProduct, tempDir, writePng, writeSyntheticBackbone, type ProductKind } from './helpers/synthetic.ts';
 
 const SIZE = 96;
 
@@ -20,25 +20,7 @@ async function writeSet(dir: string, kind: ProductKind, n: number, seed0: number
   return out;
 }
 
-function options(bb: string, images: string[], over: Partial<CalibrationOptions> = {}): CalibrationOptions {
-  return {
-    images,
-    backbone: bb,
-    inputSize: `${SIZE}x${SIZE}`,
-    features: () => ({ width: SIZE, height: SIZE, fit: 'letterbox', preDim: 64, dim: 32 }),
-    coreset: { ratio: 0.25, projectionDim: 16, seed: 0, dtype: 'float32' },
-    scoring: { reweightNeighbours: 0, sigma: 4 },
-    clustering: { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 8 },
-    frrTarget: 0.005,
-    folds: 4,
-    keyMode: 'all',
-    keyCount: 32,
-    limit: { quantile: 1, scale: 3, pose_floor: 1 },
-    thresholdSource: 'frr',
-    runtime: { provider: 'cpu' },
-    ...over,
-  };
-}
+const options = syntheticCalibrationOptions;
 
 test('calibrate on a mixed, unlabelled set: one cluster per product, verdicts OK/NG, unknown product rejected', async () => {
   const dir = tempDir('cal');

@@ -12,6 +12,8 @@ import { seededRandom } from '../../src/score/coreset.ts';
 import { syntheticPart } from '../../src/demo/parts.ts';
 export { syntheticPart, syntheticProduct, type Defect, type ProductKind } from '../../src/demo/parts.ts';
 import { sha256 } from '../../src/util/files.ts';
+import { calibrate, type CalibrationOptions } from '../../src/calibrate/calibrate.ts';
+import { writeBundleFile } from '../../src/calibrate/bundle-file.ts';
 
 export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `hce-${prefix}-`));
@@ -77,16 +79,9 @@ export async function writeNominalSet(dir: string, n: number, size: number, seed
 
 export const SHARED = process.env.HCE_SHARED ?? join(import.meta.dirname, '..', '..', '..', 'shared');
 
-/**
- * A bundle for the synthetic backbone calibrated on `n` good discs, written to `dir`/line.hcebundle.
- * Returns the backbone dir and the bundle path.
- */
-export async function writeSyntheticBundle(dir: string, n = 20): Promise<{ backbone: string; bundle: string }> {
-  const { calibrate } = await import('../../src/calibrate/calibrate.ts');
-  const { writeBundleFile } = await import('../../src/calibrate/bundle-file.ts');
-  const backbone = writeSyntheticBackbone(join(dir, 'bb'));
-  const images = await writeNominalSet(join(dir, 'calib'), n, 96, 5000);
-  const { bundle } = await calibrate({
+/** Calibration settings for the synthetic backbone and 96 px parts (small banks, 4 folds). */
+export function syntheticCalibrationOptions(backbone: string, images: string[], over: Partial<CalibrationOptions> = {}): CalibrationOptions {
+  return {
     images,
     backbone,
     inputSize: '96x96',
@@ -101,7 +96,18 @@ export async function writeSyntheticBundle(dir: string, n = 20): Promise<{ backb
     limit: { quantile: 1, scale: 3, pose_floor: 1 },
     thresholdSource: 'frr',
     runtime: { provider: 'cpu' },
-  });
+    ...over,
+  };
+}
+
+/**
+ * A bundle for the synthetic backbone calibrated on `n` good discs, written to `dir`/line.hcebundle.
+ * Returns the backbone dir and the bundle path.
+ */
+export async function writeSyntheticBundle(dir: string, n = 20): Promise<{ backbone: string; bundle: string }> {
+  const backbone = writeSyntheticBackbone(join(dir, 'bb'));
+  const images = await writeNominalSet(join(dir, 'calib'), n, 96, 5000);
+  const { bundle } = await calibrate(syntheticCalibrationOptions(backbone, images));
   const path = join(dir, 'line.hcebundle');
   writeBundleFile(path, bundle);
   return { backbone, bundle: path };
