@@ -10,7 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import mqtt from 'mqtt';
 import { syntheticPart, tempDir, writePng, writeSyntheticBundle } from './helpers/synthetic.ts';
-import { DaemonProcess, Mosquitto, freePort, waitFor, which } from './helpers/services.ts';
+import { DaemonProcess, Mosquitto, connectWhenUp, freePort, waitFor, which } from './helpers/services.ts';
 import type { VerdictPayload } from '../src/publish/topics.ts';
 
 const NO_MOSQUITTO = which('mosquitto') ? false : 'mosquitto is not installed (deploy/setup.sh installs it)';
@@ -206,15 +206,7 @@ test('daemon: PLC trigger with part id, and the command topics (pause, resume, s
     }),
   );
   const daemon = new DaemonProcess(file);
-  const c = await waitFor('embedded broker', () =>
-    new Promise<mqtt.MqttClient | null>((resolve) => {
-      const cl = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 500, protocolVersion: 4 });
-      cl.once('connect', () => resolve(cl));
-      cl.once('error', () => {
-        cl.end(true);
-        resolve(null);
-      });
-    }), 60_000, 300);
+  const c = await connectWhenUp(port);
   const got: { topic: string; body: any }[] = [];
   c.on('message', (topic, payload) => {
     if (topic.endsWith('/heatmap')) return;
@@ -303,15 +295,7 @@ test('daemon: a camera that stops is reported lost on MQTT and in metrics, recon
   let verdicts = 0;
   let c: mqtt.MqttClient | null = null;
   try {
-    c = await waitFor('embedded broker', () =>
-      new Promise<mqtt.MqttClient | null>((resolve) => {
-        const cl = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 500, protocolVersion: 4 });
-        cl.once('connect', () => resolve(cl));
-        cl.once('error', () => {
-          cl.end(true);
-          resolve(null);
-        });
-      }), 60_000, 300);
+    c = await connectWhenUp(port);
     c.on('message', (topic, payload) => {
       if (topic.endsWith('/camera')) camera.push(JSON.parse(payload.toString()));
       if (topic.endsWith('/verdict')) verdicts++;

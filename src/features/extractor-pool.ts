@@ -27,10 +27,6 @@ export class ExtractorPool {
     return e;
   }
 
-  get size(): number {
-    return this.extractors.size;
-  }
-
   async release(): Promise<void> {
     const all = [...this.extractors.values()];
     this.extractors.clear();

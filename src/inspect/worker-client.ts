@@ -63,10 +63,6 @@ export class InferenceWorker {
     return r.bundle;
   }
 
-  get inFlight(): number {
-    return this.pending.size;
-  }
-
   async close(): Promise<void> {
     if (this.exited) return;
     const done = new Promise((r) => this.worker.once('exit', r));

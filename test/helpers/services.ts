@@ -4,6 +4,7 @@ import { createServer, connect } from 'node:net';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { userInfo } from 'node:os';
+import mqtt from 'mqtt';
 
 export function which(cmd: string): string | null {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
@@ -86,4 +87,22 @@ export class DaemonProcess {
   kill(sig: NodeJS.Signals): void {
     this.proc.kill(sig);
   }
+}
+
+/** An MQTT 3.1.1 client once a broker that is still starting (e.g. the daemon's embedded one) accepts it. */
+export function connectWhenUp(port: number, timeoutMs = 60_000): Promise<mqtt.MqttClient> {
+  return waitFor(
+    `MQTT broker on port ${port}`,
+    () =>
+      new Promise<mqtt.MqttClient | null>((resolve) => {
+        const cl = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 500, protocolVersion: 4 });
+        cl.once('connect', () => resolve(cl));
+        cl.once('error', () => {
+          cl.end(true);
+          resolve(null);
+        });
+      }),
+    timeoutMs,
+    300,
+  );
 }
