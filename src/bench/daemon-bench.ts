@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFil
 import { join, resolve, extname } from 'node:path';
 import { tmpdir } from 'node:os';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { freePort } from '../util/net.ts';
 import mqtt from 'mqtt';
 import { loadEngineConfig, PROJECT_ROOT } from '../config.ts';
 import { importTflite } from '../features/import-tflite.ts';
@@ -30,15 +30,6 @@ const arg = (name: string) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : undefined;
 };
-const freePort = () =>
-  new Promise<number>((res) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => res(p));
-    });
-  });
-
 const shared = process.env.HCE_SHARED ?? resolve(PROJECT_ROOT, '..', 'shared');
 const dataset = arg('dataset') ?? join(shared, 'datasets');
 const category = arg('category') ?? 'bottle';

@@ -316,7 +316,8 @@ export function buildProgram(): Command {
     .description('the whole loop with generated demo parts, the built-in backbone and an embedded broker (npm start)')
     .action(async () => {
       const { loadDaemonConfig } = await import('../service/config.ts');
-      const { prepareDemo, portOr } = await import('../demo/demo.ts');
+      const { prepareDemo } = await import('../demo/demo.ts');
+      const { portOr } = await import('../util/net.ts');
       const progress = new Progress();
       const demo = await prepareDemo((m) => progress.log(m), progress.update);
       const loaded = loadDaemonConfig({

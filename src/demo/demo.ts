@@ -6,7 +6,6 @@
  */
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import sharp from 'sharp';
 import { syntheticProduct, type ProductKind } from './parts.ts';
 import { resolveBackbone, stateDir } from '../features/default-backbone.ts';
@@ -76,13 +75,4 @@ export async function prepareDemo(log: (m: string) => void, progress?: ProgressF
     log(`demo bundle: ${b.clusters.map((cl) => `${cl.info.name} = ${cl.info.members.length} images (${[...new Set(cl.info.members.map((m) => m.split('/').pop()!.split('_')[0]))].join('+')})`).join(', ')}`);
   }
   return { dir, backbone, bundle, line };
-}
-
-/** A port to listen on: `preferred` when free, else one the OS picks. */
-export function portOr(preferred: number): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once('error', () => resolve(0));
-    s.listen(preferred, '127.0.0.1', () => s.close(() => resolve(preferred)));
-  });
 }
