@@ -20,8 +20,6 @@ import { Inspector } from '../inspect/inspector.ts';
 import { listImagesRecursive } from '../eval/dataset.ts';
 import { KEY_MODES } from '../route/router.ts';
 import { join, relative, sep, basename } from 'node:path';
-import { encodeRgb, overlayRgb } from '../score/overlay.ts';
-import { fitImage } from '../features/image.ts';
 
 function parseSize(v: string): string {
   if (v !== 'auto' && !parseInputSize(v)) throw new InvalidArgumentError('expected "auto" or WIDTHxHEIGHT (32..4096 each), e.g. 224x224');
@@ -280,12 +278,8 @@ export function buildProgram(): Command {
         const r = await inspector.inspect(img);
         const round = (v: number | null) => (v === null ? null : Number(v.toFixed(5)));
         console.log(JSON.stringify({ image: f, verdict: r.verdict, cluster: r.cluster, score: round(r.score), normalised_score: round(r.normalised_score), threshold: round(r.threshold), route: { nearest: r.route.nearest, distance: round(r.route.distance), limit: round(r.route.limit) }, bundle_id: inspector.bundleId }));
-        if (o.heatmaps && r.heatmap && r.threshold !== null) {
-          const { data } = await fitImage(img, r.input.width, r.input.height, b.header.settings.fit);
-          const median = b.clusters[r.cluster_id!].info.statistics.nominal.p50;
-          const png = await encodeRgb(overlayRgb(data, r.heatmap, r.input.width, r.input.height, median, 2 * r.threshold - median), r.input.width, r.input.height);
-          writeFileSync(join(o.heatmaps, `${basename(f).replace(/\.\w+$/, '')}_${r.verdict}.png`), png);
-        }
+        const png = o.heatmaps ? await inspector.heatmapImage(r, 'png') : null;
+        if (png) writeFileSync(join(o.heatmaps!, `${basename(f).replace(/\.\w+$/, '')}_${r.verdict}.png`), png);
       } catch (e) {
         failed++;
         console.error(`hiercore-edge: ${f}: ${(e as Error).message}`);

@@ -117,8 +117,8 @@ export class FeatureExtractor {
     return new FeatureExtractor(backbone, modelSha256, settings, session, gh, gw, semantic.channels);
   }
 
-  /** Fit a decoded frame to the input and run the backbone+head. */
-  async extract(img: RgbImage): Promise<FrameFeatures & { timings: { preprocess: number; backbone: number } }> {
+  /** Fit a decoded frame to the input and run the backbone+head; `fitted` is the RGB the network saw. */
+  async extract(img: RgbImage): Promise<FrameFeatures & { fitted: Uint8Array; timings: { preprocess: number; backbone: number } }> {
     const t0 = performance.now();
     const { data, geometry } = await fitImage(img, this.settings.width, this.settings.height, this.settings.fit);
     const px = this.sidecar.input.pixel;
@@ -126,7 +126,7 @@ export class FeatureExtractor {
     const t1 = performance.now();
     const r = await this.runTensor(x);
     const t2 = performance.now();
-    return { ...r, geometry, timings: { preprocess: t1 - t0, backbone: t2 - t1 } };
+    return { ...r, geometry, fitted: data, timings: { preprocess: t1 - t0, backbone: t2 - t1 } };
   }
 
   async runTensor(x: Float32Array): Promise<{ patches: Float32Array; semantic: Float32Array }> {

@@ -11,6 +11,7 @@ import { Router, type Route } from '../route/router.ts';
 import { resolveInputSize } from '../config.ts';
 import { BundleFileError, type Bundle, type ClusterInfo } from '../calibrate/bundle-file.ts';
 import { normaliseScore } from '../calibrate/threshold.ts';
+import { encodeRgb, overlayRgb } from '../score/overlay.ts';
 
 export type VerdictKind = 'OK' | 'NG' | 'UNKNOWN';
 
@@ -26,6 +27,8 @@ export interface InspectionResult {
   route: { nearest: string; nearest_id: number; distance: number; limit: number; margin: number };
   /** anomaly map at the network input size of the cluster (null when unknown) */
   heatmap: Float32Array | null;
+  /** the frame as fitted to `input` (RGB), for drawing the heatmap over */
+  fitted: Uint8Array;
   geometry: Geometry;
   input: { width: number; height: number };
   timings_ms: { preprocess: number; backbone: number; route: number; knn: number; reweight: number; heatmap: number };
@@ -99,7 +102,7 @@ export class Inspector {
     const routeInfo = { nearest: nearest.info.name, nearest_id: route.nearest, distance: route.distance, limit: route.limit, margin: route.margin };
     const target = cluster ?? route.cluster;
     if (target === null) {
-      return { verdict: 'UNKNOWN', cluster: null, cluster_id: null, score: null, normalised_score: null, threshold: null, route: routeInfo, heatmap: null, geometry: f.geometry, input: { width: rs.width, height: rs.height }, timings_ms: timings };
+      return { verdict: 'UNKNOWN', cluster: null, cluster_id: null, score: null, normalised_score: null, threshold: null, route: routeInfo, heatmap: null, fitted: f.fitted, geometry: f.geometry, input: { width: rs.width, height: rs.height }, timings_ms: timings };
     }
     const c = this.clusters[target];
     if (!c) throw new Error(`cluster ${target} is not in this bundle (it has ${this.clusters.length})`);
@@ -121,10 +124,22 @@ export class Inspector {
       threshold: c.info.threshold,
       route: routeInfo,
       heatmap: r.heatmap,
+      fitted: f.fitted,
       geometry: f.geometry,
       input: { width: c.settings.width, height: c.settings.height },
       timings_ms: timings,
     };
+  }
+
+  /**
+   * The heatmap drawn over the frame, encoded; null for an unknown frame. Colour scale: blue at the
+   * cluster's median good part, red at twice the threshold's distance above it.
+   */
+  async heatmapImage(r: InspectionResult, format: 'png' | 'jpeg'): Promise<Uint8Array | null> {
+    if (!r.heatmap || r.threshold === null || r.cluster_id === null) return null;
+    const median = this.clusters[r.cluster_id].info.statistics.nominal.p50;
+    const { width, height } = r.input;
+    return new Uint8Array(await encodeRgb(overlayRgb(r.fitted, r.heatmap, width, height, median, 2 * r.threshold - median), width, height, format));
   }
 
   async release(): Promise<void> {

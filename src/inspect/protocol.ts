@@ -10,7 +10,7 @@ export interface WorkerInit {
   sigma: number;
 }
 
-export type Verdictable = Omit<InspectionResult, 'heatmap' | 'geometry'>;
+export type Verdictable = Omit<InspectionResult, 'heatmap' | 'geometry' | 'fitted'>;
 
 export type ToWorker =
   | { type: 'inspect'; id: number; width: number; height: number; data: ArrayBuffer; heatmap: boolean; image: 'always' | 'not-ok' | 'never' }

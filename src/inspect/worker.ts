@@ -6,8 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { readBundleFile } from '../calibrate/bundle-file.ts';
 import { Inspector } from './inspector.ts';
-import { fitImage } from '../features/image.ts';
-import { encodeRgb, overlayRgb } from '../score/overlay.ts';
+import { encodeRgb } from '../score/overlay.ts';
 import type { BundleSummary, FromWorker, ToWorker, WorkerInit } from './protocol.ts';
 
 const init = workerData as WorkerInit;
@@ -60,15 +59,9 @@ async function handle(m: ToWorker): Promise<void> {
   try {
     const img = { width: m.width, height: m.height, data: new Uint8Array(m.data) };
     const r = await inspector.inspect(img);
-    const { heatmap, geometry: _g, ...result } = r;
-    let heatmapJpeg: Uint8Array | undefined;
+    const { heatmap: _h, geometry: _g, fitted: _f, ...result } = r;
+    const heatmapJpeg = m.heatmap ? ((await inspector.heatmapImage(r, 'jpeg')) ?? undefined) : undefined;
     let frameJpeg: Uint8Array | undefined;
-    if (m.heatmap && heatmap && r.threshold !== null) {
-      const { data } = await fitImage(img, r.input.width, r.input.height, inspector.bundle.header.settings.fit);
-      const median = inspector.bundle.clusters[r.cluster_id!].info.statistics.nominal.p50;
-      // Colour scale: blue at the median good part, red at twice the threshold's distance above it.
-      heatmapJpeg = new Uint8Array(await encodeRgb(overlayRgb(data, heatmap, r.input.width, r.input.height, median, 2 * r.threshold - median), r.input.width, r.input.height, 'jpeg'));
-    }
     if (m.image === 'always' || (m.image === 'not-ok' && r.verdict !== 'OK')) frameJpeg = new Uint8Array(await encodeRgb(img.data, img.width, img.height, 'jpeg'));
     const transfer = [heatmapJpeg, frameJpeg].filter((x): x is Uint8Array => !!x).map((x) => x.buffer as ArrayBuffer);
     send({ type: 'result', id: m.id, result, heatmapJpeg, frameJpeg, ms: performance.now() - t0 }, transfer);
