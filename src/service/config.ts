@@ -6,6 +6,7 @@
 import convict from 'convict';
 import { existsSync } from 'node:fs';
 import { SOURCE_KINDS } from '../capture/pipelines.ts';
+import { EXECUTION_PROVIDERS } from '../features/session.ts';
 
 convict.addFormat({
   name: 'positive-number',
@@ -15,10 +16,23 @@ convict.addFormat({
   coerce: (v: unknown) => Number(v),
 });
 
+/** null = take the value the bundle was calibrated with; a number must equal it (see bundle scoring settings). */
+convict.addFormat({
+  name: 'from-bundle',
+  validate(v: unknown) {
+    if (v !== null && (typeof v !== 'number' || !(v >= 0))) throw new Error('must be null (= from the bundle) or a number >= 0');
+  },
+  coerce: (v: unknown) => (v === '' || v === 'null' ? null : Number(v)),
+});
+
 const SCHEMA = {
     station: { doc: 'station name, the second level of every MQTT topic', format: (v: unknown) => { if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(v)) throw new Error('must be 1-64 characters of letters, digits, _ . -'); }, default: 'station-1', env: 'HCE_STATION', arg: 'station' },
     backbone: { doc: 'backbone directory (backbone.json + backbone.onnx)', format: String, default: '', env: 'HCE_BACKBONE', arg: 'backbone' },
-    bundle: { doc: 'calibration bundle (.hcebundle) to load', format: String, default: '', env: 'HCE_BUNDLE', arg: 'bundle' },
+    bundle: { doc: 'calibration bundle (.hcebundle) to load at the first start; after a successful reload the reloaded one (remembered in state_dir)', format: String, default: '', env: 'HCE_BUNDLE', arg: 'bundle' },
+    bundle_dir: { doc: 'folder of bundles that the reload command picks from by file name ("" = the folder of "bundle")', format: String, default: '', env: 'HCE_BUNDLE_DIR' },
+    bundle_max_mb: { doc: 'largest bundle file a reload accepts', format: 'positive-number', default: 2048, env: 'HCE_BUNDLE_MAX_MB' },
+    reload_timeout_s: { doc: 'a bundle load that takes longer is abandoned (the worker is restarted with the old bundle)', format: 'positive-number', default: 120, env: 'HCE_RELOAD_TIMEOUT_S' },
+    state_dir: { doc: 'daemon state that survives restarts (active bundle, MQTT client suffix)', format: String, default: 'var/state', env: 'HCE_STATE_DIR_DAEMON' },
     source: {
       kind: { doc: 'frame source', format: [...SOURCE_KINDS], default: 'folder', env: 'HCE_SOURCE_KIND', arg: 'source-kind' },
       path: { doc: 'folder/file: image folder or file to replay', format: String, default: '', env: 'HCE_SOURCE_PATH', arg: 'source-path' },
@@ -31,10 +45,13 @@ const SCHEMA = {
       fps: { doc: 'folder/file replay rate and videotestsrc rate', format: 'positive-number', default: 5, env: 'HCE_SOURCE_FPS', arg: 'source-fps' },
       loop: { doc: 'folder/file: replay forever', format: Boolean, default: true, env: 'HCE_SOURCE_LOOP', arg: 'source-loop' },
       frame_timeout_ms: { doc: 'no frame for this long = camera lost, reconnect', format: 'nat', default: 5000, env: 'HCE_SOURCE_FRAME_TIMEOUT_MS' },
+      max_pixels: { doc: 'largest frame or replay image accepted, in pixels (0 = 4x source.width*height when set, else 40 megapixels); larger images are refused before decoding', format: 'nat', default: 0, env: 'HCE_SOURCE_MAX_PIXELS' },
     },
     trigger: {
       mode: { doc: 'free: inspect the newest frame whenever inference is free (older ones are dropped); mqtt: inspect the next frame after each trigger message; all: inspect every frame in order (replay sources are slowed down instead)', format: ['free', 'mqtt', 'all'], default: 'free', env: 'HCE_TRIGGER_MODE', arg: 'trigger-mode' },
       max_fps: { doc: 'free-run: at most this many inspections per second (0 = as fast as inference goes)', format: Number, default: 0, env: 'HCE_TRIGGER_MAX_FPS' },
+      window_ms: { doc: 'mqtt: a trigger takes the first frame captured after it within this window; none = a NO_FRAME verdict', format: 'nat', default: 2000, env: 'HCE_TRIGGER_WINDOW_MS' },
+      queue_max: { doc: 'mqtt: triggers waiting for a frame or for inference; more are dropped (counted, logged)', format: 'nat', default: 64, env: 'HCE_TRIGGER_QUEUE_MAX' },
     },
     mqtt: {
       url: { doc: 'broker URL mqtt://host:1883 or mqtts://host:8883; "" = embedded broker on 127.0.0.1', format: String, default: '', env: 'HCE_MQTT_URL', arg: 'mqtt-url' },
@@ -53,12 +70,21 @@ const SCHEMA = {
       heatmap: { doc: 'publish a JPEG heatmap overlay with each verdict', format: Boolean, default: true, env: 'HCE_MQTT_HEATMAP' },
       ng_image: { doc: 'publish the full JPEG frame of NG and UNKNOWN parts', format: Boolean, default: false, env: 'HCE_MQTT_NG_IMAGE' },
       stats_interval_s: { doc: 'stats message period (0 = off)', format: 'nat', default: 30, env: 'HCE_MQTT_STATS_INTERVAL_S' },
+      queue_max: { doc: 'verdicts kept on disk while the broker does not acknowledge them; beyond it the oldest are dropped (counted, logged)', format: 'nat', default: 200000, env: 'HCE_MQTT_QUEUE_MAX' },
+      queue_max_mb: { doc: 'size bound of the on-disk verdict queue', format: 'positive-number', default: 512, env: 'HCE_MQTT_QUEUE_MAX_MB' },
+    },
+    commands: {
+      control: { doc: 'allow the state-changing commands (reload, pause, resume); read-only ones (snapshot, get_config, get_stats) are always on', format: Boolean, default: false, env: 'HCE_COMMANDS_CONTROL' },
+      token: { doc: 'when set, state-changing commands must carry MQTT 5 user property token=<this>', format: String, default: '', env: 'HCE_COMMANDS_TOKEN', sensitive: true },
+      max_bytes: { doc: 'largest command or trigger payload accepted (also the MQTT 5 maximum packet size asked of the broker, plus headers)', format: 'nat', default: 65536, env: 'HCE_COMMANDS_MAX_BYTES' },
     },
     runtime: {
-      provider: { doc: 'onnxruntime execution provider', format: ['cpu', 'cuda', 'tensorrt'], default: 'cpu', env: 'HCE_RUNTIME_PROVIDER', arg: 'provider' },
+      provider: { doc: 'onnxruntime execution provider', format: [...EXECUTION_PROVIDERS], default: 'cpu', env: 'HCE_RUNTIME_PROVIDER', arg: 'provider' },
       threads: { doc: 'onnxruntime intra-op threads (0 = all cores)', format: 'nat', default: 0, env: 'HCE_RUNTIME_THREADS' },
-      reweight_neighbours: { doc: 'PatchCore Eq. 7 re-weighting (0 = off)', format: 'nat', default: 0, env: 'HCE_RUNTIME_REWEIGHT' },
-      heatmap_sigma: { doc: 'heatmap Gaussian blur sigma (pixels)', format: 'positive-number', default: 4, env: 'HCE_RUNTIME_HEATMAP_SIGMA' },
+    },
+    scoring: {
+      reweight_neighbours: { doc: 'PatchCore Eq. 7 re-weighting: null = as calibrated (the bundle records it); a value that differs from the bundle is an error, since thresholds depend on it', format: 'from-bundle', default: null as number | null, env: 'HCE_SCORING_REWEIGHT_NEIGHBOURS' },
+      heatmap_sigma: { doc: 'heatmap Gaussian blur sigma: null = as calibrated; a value that differs from the bundle is an error', format: 'from-bundle', default: null as number | null, env: 'HCE_SCORING_HEATMAP_SIGMA' },
     },
     archive: {
       dir: { doc: 'NG/UNKNOWN frames, heatmaps and verdicts are kept here ("" = off)', format: String, default: 'var/archive', env: 'HCE_ARCHIVE_DIR' },
@@ -70,6 +96,8 @@ const SCHEMA = {
     },
     watchdog: {
       stall_s: { doc: 'stop sending WATCHDOG=1 after this long without an inspected frame (free-run only)', format: 'nat', default: 60, env: 'HCE_WATCHDOG_STALL_S' },
+      heartbeat_s: { doc: 'the inference worker is pinged this often; health and WATCHDOG=1 need its answer', format: 'positive-number', default: 2, env: 'HCE_WATCHDOG_HEARTBEAT_S' },
+      worker_timeout_s: { doc: 'a worker that has not answered a ping or finished a frame for this long is restarted (counted)', format: 'positive-number', default: 30, env: 'HCE_WATCHDOG_WORKER_TIMEOUT_S' },
     },
     log_level: { doc: 'error | warn | info | debug', format: ['error', 'warn', 'info', 'debug'], default: 'info', env: 'HCE_LOG_LEVEL', arg: 'log-level' },
 };

@@ -81,7 +81,7 @@ export class Daemon {
     if (c.archive.dir) this.archive = new NgArchive(resolve(c.archive.dir), c.archive.quota_mb * 1024 * 1024);
     if (c.metrics.port) this.httpServer = await this.metrics.serve(c.metrics.host, c.metrics.port, () => this.health());
 
-    this.worker = await InferenceWorker.start({ bundle: resolve(c.bundle), backbone: resolve(c.backbone), provider: c.runtime.provider as 'cpu', threads: c.runtime.threads, reweightNeighbours: c.runtime.reweight_neighbours, sigma: c.runtime.heatmap_sigma });
+    this.worker = await InferenceWorker.start({ bundle: resolve(c.bundle), backbone: resolve(c.backbone), provider: c.runtime.provider as 'cpu', threads: c.runtime.threads, reweightNeighbours: c.scoring.reweight_neighbours ?? 0, sigma: c.scoring.heatmap_sigma ?? 4 });
     this.log('info', `bundle ${this.worker.bundle.bundle_id}: ${this.worker.bundle.clusters.map((k) => `${k.name} (${k.size} images, threshold ${k.threshold.toFixed(3)})`).join(', ')}`);
 
     this.status('connecting to MQTT');
