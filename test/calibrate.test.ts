@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { calibrate } from '../src/calibrate/calibrate.ts';
-import { decodeBundle, encodeBundle, readBundleFile, writeBundleFile } from '../src/calibrate/bundle-file.ts';
+import { decodeBundle, encodeBundle, readBundleFile, writeBundleFile } from '../src/bundle/bundle-file.ts';
 import { Inspector } from '../src/inspect/inspector.ts';
 import { syntheticCalibrationOptions, syntheticProduct, tempDir, writePng, writeSyntheticBackbone, type ProductKind } from './helpers/synthetic.ts';
 
@@ -115,9 +115,9 @@ test('bundle file: truncation, corruption, wrong magic and version are clear err
   const flipped = Uint8Array.from(bytes);
   flipped[bytes.length - 100] ^= 0xff;
   assert.throws(() => decodeBundle(flipped), /corrupted \(checksum mismatch\)/);
-  const v2 = Uint8Array.from(bytes);
-  v2[8] = 2;
-  assert.throws(() => decodeBundle(v2), /format version 2 is not supported/);
+  const v3 = Uint8Array.from(bytes);
+  v3[8] = 3;
+  assert.throws(() => decodeBundle(v3), /format version 3 is not supported .*recalibrate/);
   const bank = Uint8Array.from(bytes);
   bank.set(new TextEncoder().encode('HCEBANK\0'), 0);
   assert.throws(() => decodeBundle(bank), /not a hiercore-edge bundle .*single bank file/);

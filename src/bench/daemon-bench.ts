@@ -21,7 +21,7 @@ import { resolveBackbone } from '../features/default-backbone.ts';
 import { loadCategory } from '../eval/dataset.ts';
 import { calibrate } from '../calibrate/calibrate.ts';
 import { calibrationOptions } from '../calibrate/options.ts';
-import { writeBundleFile } from '../calibrate/bundle-file.ts';
+import { writeBundleFile } from '../bundle/bundle-file.ts';
 import { percentile } from '../eval/evaluate.ts';
 import { Progress } from '../util/progress.ts';
 import type { VerdictPayload } from '../publish/topics.ts';

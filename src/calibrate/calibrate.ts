@@ -12,7 +12,7 @@ import { PatchScorer } from '../score/scorer.ts';
 import { clusterEmbeddings, dot, normaliseRows, poseScaleOf, type ClusteringOptions, type ClusteringResult, type PoseScales } from '../route/finch.ts';
 import { keyDistances, leaveOneOutDistances, routingLimit, selectKeys, type KeyMode, type LimitRule } from '../route/router.ts';
 import { f1Threshold, frrThreshold, kFolds, summarise } from './threshold.ts';
-import { newBundleId, type Bundle, type BundleCluster, type ClusterInfo } from './bundle-file.ts';
+import { BUNDLE_FORMAT_VERSION, newBundleId, type Bundle, type BundleCluster, type ClusterInfo } from '../bundle/bundle-file.ts';
 import type { FitMode } from '../features/image.ts';
 import type { ProgressFn } from '../score/patchcore.ts';
 import type { Bank } from '../score/bank-file.ts';
@@ -263,16 +263,20 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
     }));
     const bundle: Bundle = {
       header: {
-        format_version: 1,
+        format_version: BUNDLE_FORMAT_VERSION,
         bundle_id: newBundleId(),
         created_at: new Date().toISOString(),
         backbone: { id: first.sidecar.id, onnx_sha256: first.modelSha256 },
         semantic_dim: dim,
-        settings: {
+        scoring: {
           input_size: opts.inputSize,
           fit: built[0].settings.fit,
           pre_dim: built[0].settings.preDim,
           dim: built[0].settings.dim,
+          reweight_neighbours: opts.scoring.reweightNeighbours,
+          heatmap_sigma: opts.scoring.sigma,
+        },
+        settings: {
           frr_target: opts.frrTarget,
           folds: opts.folds,
           key_mode: opts.keyMode,

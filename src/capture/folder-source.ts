@@ -1,13 +1,17 @@
 /** Replay of image files (PNG/JPEG/BMP) from a file or folder, paced at a set rate, once or looped. */
 import { statSync } from 'node:fs';
 import { listImagesRecursive } from '../eval/dataset.ts';
-import { readImage } from '../features/image.ts';
+import { ImageDecodeError, readImage } from '../features/image.ts';
+import { redactSecrets } from '../util/redact.ts';
+import { DEFAULT_MAX_PIXELS } from './limits.ts';
 import type { FrameSource, SourceEvents } from './types.ts';
 
 export interface FolderSourceOptions {
   path: string;
   fps: number;
   loop: boolean;
+  /** larger images are skipped undecoded (default 40 megapixels; see maxPixelsFor) */
+  maxPixels?: number;
 }
 
 export class FolderSource implements FrameSource {
@@ -28,7 +32,7 @@ export class FolderSource implements FrameSource {
   }
 
   get description(): string {
-    return `${this.files.length} image(s) from ${this.opts.path} at ${this.opts.fps} fps${this.opts.loop ? ', looped' : ''}`;
+    return redactSecrets(`${this.files.length} image(s) from ${this.opts.path} at ${this.opts.fps} fps${this.opts.loop ? ', looped' : ''}`);
   }
 
   start(ev: SourceEvents): void {
@@ -36,8 +40,16 @@ export class FolderSource implements FrameSource {
   }
 
   private async run(ev: SourceEvents): Promise<void> {
-    ev.state('streaming', this.description);
+    // A bad file reports `lost`; the next good one must report `streaming` again, or health and the
+    // systemd watchdog would see a dead camera while frames are being inspected.
+    let streaming = false;
+    const state = (s: 'streaming' | 'lost' | 'ended', detail: string) => {
+      streaming = s === 'streaming';
+      ev.state(s, redactSecrets(detail));
+    };
+    state('streaming', this.description);
     const period = 1000 / this.opts.fps;
+    const maxPixels = this.opts.maxPixels ?? DEFAULT_MAX_PIXELS;
     let next = performance.now();
     do {
       for (const path of this.files) {
@@ -47,15 +59,19 @@ export class FolderSource implements FrameSource {
         next = Math.max(next + period, performance.now() - period);
         while (ev.canAccept && !ev.canAccept() && !this.stopped) await new Promise((r) => setTimeout(r, 5));
         if (this.stopped) return;
+        let img;
         try {
-          const img = await readImage(path);
-          ev.frame({ ...img, capturedAt: Date.now(), path });
+          img = await readImage(path, { maxPixels });
         } catch (e) {
-          ev.state('lost', `cannot read ${path}: ${(e as Error).message}`);
+          // ImageDecodeError already names the file.
+          state('lost', e instanceof ImageDecodeError ? `skipped ${(e as Error).message}` : `cannot read ${path}: ${(e as Error).message}`);
+          continue;
         }
+        if (!streaming) state('streaming', this.description);
+        ev.frame({ ...img, capturedAt: Date.now(), path });
       }
     } while (this.opts.loop && !this.stopped);
-    if (!this.stopped) ev.state('ended', `replayed ${this.files.length} image(s)`);
+    if (!this.stopped) state('ended', `replayed ${this.files.length} image(s)`);
   }
 
   async stop(): Promise<void> {

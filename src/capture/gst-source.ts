@@ -10,8 +10,9 @@
  *  - rows of RGB buffers are padded to 4 bytes: frames are repacked when the stride differs.
  */
 import { createRequire } from 'node:module';
-import type { FrameSource, SourceEvents } from './types.ts';
-import { launchString, type SourceConfig } from './pipelines.ts';
+import type { FrameSource, SourceEvents, SourceState } from './types.ts';
+import { describeLaunch, launchString, type SourceConfig } from './pipelines.ts';
+import { redactSecrets } from '../util/redact.ts';
 
 interface GstAppSink {
   pull(cb: (buf: Buffer | null, caps?: Record<string, unknown>) => void): void;
@@ -67,7 +68,7 @@ export class GstSource implements FrameSource {
   }
 
   get description(): string {
-    return `${this.cfg.kind}: ${launchString(this.cfg)}`;
+    return `${this.cfg.kind}: ${describeLaunch(this.cfg)}`;
   }
 
   start(ev: SourceEvents): void {
@@ -79,7 +80,7 @@ export class GstSource implements FrameSource {
     try {
       return new this.gst.Pipeline(launchString(this.cfg));
     } catch (e) {
-      throw new Error(`GStreamer could not build the pipeline "${launchString(this.cfg)}": ${(e as Error).message}`);
+      throw new Error(`GStreamer could not build the pipeline "${describeLaunch(this.cfg)}": ${redactSecrets((e as Error).message)}`);
     }
   }
 
@@ -97,7 +98,7 @@ export class GstSource implements FrameSource {
       const p = this.pipeline;
       const sink = p.findChild('hce_sink');
       if (!sink) throw new Error('pipeline has no hce_sink appsink');
-      this.ev?.state('starting', this.description);
+      this.report('starting', this.description);
       p.play();
       p.pollBus((msg) => this.onBus(gen, msg));
       this.lastFrame = Date.now();
@@ -126,9 +127,14 @@ export class GstSource implements FrameSource {
     this.failures = 0;
     if (!this.streaming) {
       this.streaming = true;
-      this.ev?.state('streaming', `${width}x${height}`);
+      this.report('streaming', `${width}x${height}`);
     }
     this.ev?.frame({ width, height, data: packRgb(buf, width, height), capturedAt: this.lastFrame });
+  }
+
+  /** GStreamer error texts quote the element's properties, location URLs with credentials included. */
+  private report(s: SourceState, detail: string): void {
+    this.ev?.state(s, redactSecrets(detail));
   }
 
   private onBus(gen: number, msg: Record<string, unknown>): void {
@@ -158,7 +164,7 @@ export class GstSource implements FrameSource {
       /* already stopped */
     }
     const delay = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** Math.min(10, this.failures - 1));
-    this.ev?.state('lost', `${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    this.report('lost', `${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
     setTimeout(() => {
       if (this.stopped) return;
       this.reconnects++;

@@ -3,6 +3,8 @@
  * capture module sees RGB frames whatever the camera is. Scaling happens in the pipeline when
  * width/height are set, so full-resolution frames never cross into JavaScript.
  */
+import { redactSecrets } from '../util/redact.ts';
+
 export const SOURCE_KINDS = ['folder', 'file', 'v4l2', 'rtsp', 'aravis', 'nvargus', 'videotestsrc', 'gstreamer'] as const;
 export type SourceKind = (typeof SOURCE_KINDS)[number];
 
@@ -51,4 +53,9 @@ export function launchString(c: SourceConfig): string {
     default:
       throw new Error(`source kind "${c.kind}" is not a GStreamer source`);
   }
+}
+
+/** The launch string as it may be shown (logs, MQTT camera status, errors): credentials removed. */
+export function describeLaunch(c: SourceConfig): string {
+  return redactSecrets(launchString(c));
 }

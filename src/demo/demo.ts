@@ -11,7 +11,7 @@ import { syntheticProduct, type ProductKind } from './parts.ts';
 import { resolveBackbone, stateDir } from '../features/default-backbone.ts';
 import { loadSidecar } from '../features/sidecar.ts';
 import { calibrate } from '../calibrate/calibrate.ts';
-import { readBundleHeader, writeBundleFile } from '../calibrate/bundle-file.ts';
+import { readBundleHeader, writeBundleFile } from '../bundle/bundle-file.ts';
 import { loadEngineConfig } from '../config.ts';
 import { calibrationOptions } from '../calibrate/options.ts';
 import type { ProgressFn } from '../score/patchcore.ts';

@@ -3,7 +3,7 @@
  * evaluation) are decoded here. sharp/libvips handles PNG and JPEG; BMP, which libvips lacks but
  * machine-vision tools still write, has a small reader of its own.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import sharp from 'sharp';
 
 export interface RgbImage {
@@ -15,39 +15,90 @@ export interface RgbImage {
 
 export class ImageDecodeError extends Error {}
 
-export function decodeBmp(buf: Uint8Array): RgbImage {
+/** Largest image decoded when the caller sets no limit: 40 megapixels (120 MB of RGB). */
+export const DEFAULT_MAX_PIXELS = 40_000_000;
+
+export interface DecodeLimits {
+  /** width * height above this is refused before any pixel is decoded */
+  maxPixels?: number;
+}
+
+const BMP_HEADER_SIZES = new Set([40, 52, 56, 108, 124]); // BITMAPINFOHEADER and its successors
+const BGRX_MASKS = [0x00ff0000, 0x0000ff00, 0x000000ff];
+
+interface BmpLayout {
+  width: number;
+  height: number;
+  bottomUp: boolean;
+  bpp: 8 | 24 | 32;
+  rowBytes: number;
+  dataOffset: number;
+  /** 256 RGB triples; indices past the file's palette read black */
+  palette: Uint8Array | null;
+}
+
+/**
+ * Every header field is checked before anything is allocated or looped over: the file comes from
+ * outside, and one bad count (a palette of 2^32 colours) would otherwise hold the main thread.
+ */
+function bmpLayout(buf: Uint8Array, maxPixels: number): BmpLayout {
+  const bad = (why: string) => new ImageDecodeError(`BMP ${why}`);
+  if (buf.length < 2 || buf[0] !== 0x42 || buf[1] !== 0x4d) throw new ImageDecodeError('not a BMP file (no "BM" signature)');
+  if (buf.length < 54) throw bad(`file is truncated (${buf.length} bytes, the headers alone take 54)`);
   const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  if (buf.length < 54 || v.getUint16(0, true) !== 0x4d42) throw new ImageDecodeError('not a BMP file (no "BM" signature)');
-  const dataOffset = v.getUint32(10, true);
+  const headerSize = v.getUint32(14, true);
+  if (!BMP_HEADER_SIZES.has(headerSize)) throw bad(`header size ${headerSize} is not supported (40, 52, 56, 108 or 124)`);
+  if (14 + headerSize > buf.length) throw bad('file is truncated inside its header');
   const width = v.getInt32(18, true);
   const rawHeight = v.getInt32(22, true);
-  const bpp = v.getUint16(28, true);
-  const compression = v.getUint32(30, true);
-  if (compression !== 0 && !(compression === 3 && bpp === 32)) throw new ImageDecodeError(`BMP compression ${compression} is not supported`);
-  if (![8, 24, 32].includes(bpp)) throw new ImageDecodeError(`BMP with ${bpp} bits per pixel is not supported (8, 24 or 32)`);
   const height = Math.abs(rawHeight);
-  const bottomUp = rawHeight > 0;
-  const rowBytes = Math.ceil((width * bpp) / 32) * 4;
-  if (dataOffset + rowBytes * height > buf.length) throw new ImageDecodeError('BMP file is truncated');
-  const palette: number[][] = [];
+  if (width <= 0 || height === 0) throw bad(`size ${width}x${rawHeight} is invalid`);
+  if (width * height > maxPixels) throw bad(`of ${width}x${height} exceeds the limit of ${maxPixels} pixels`);
+  const bpp = v.getUint16(28, true);
+  if (bpp !== 8 && bpp !== 24 && bpp !== 32) throw bad(`with ${bpp} bits per pixel is not supported (8, 24 or 32)`);
+  const compression = v.getUint32(30, true);
+  const bitfields = compression === 3 && bpp === 32;
+  if (compression !== 0 && !bitfields) throw bad(`compression ${compression} is not supported`);
+  let tableStart = 14 + headerSize;
+  if (bitfields) {
+    if (54 + 12 > buf.length) throw bad('file is truncated inside its colour masks');
+    const masks = BGRX_MASKS.map((_, i) => v.getUint32(54 + 4 * i, true));
+    if (masks.some((m, i) => m !== BGRX_MASKS[i])) throw bad(`colour masks ${masks.map((m) => `0x${m.toString(16)}`).join('/')} are not supported (BGRX only)`);
+    if (headerSize === 40) tableStart += 12;
+  }
+  const colors = v.getUint32(46, true);
+  if (colors > 256) throw bad(`palette of ${colors} colours is invalid (at most 256)`);
+  const dataOffset = v.getUint32(10, true);
+  let palette: Uint8Array | null = null;
   if (bpp === 8) {
-    const headerSize = v.getUint32(14, true);
-    const colors = v.getUint32(46, true) || 256;
-    for (let i = 0; i < colors; i++) {
-      const p = 14 + headerSize + 4 * i;
-      palette.push([buf[p + 2], buf[p + 1], buf[p]]);
+    const n = colors || 256;
+    if (tableStart + 4 * n > Math.min(dataOffset, buf.length)) throw bad(`palette of ${n} colours does not fit before the pixel data`);
+    palette = new Uint8Array(256 * 3);
+    for (let i = 0; i < n; i++) {
+      const p = tableStart + 4 * i;
+      palette[3 * i] = buf[p + 2]; palette[3 * i + 1] = buf[p + 1]; palette[3 * i + 2] = buf[p];
     }
   }
+  if (dataOffset < tableStart) throw bad(`pixel data offset ${dataOffset} lies inside the headers`);
+  const rowBytes = Math.ceil((width * bpp) / 32) * 4;
+  if (dataOffset + rowBytes * height > buf.length) throw bad(`file is truncated (${width}x${height} needs ${dataOffset + rowBytes * height} bytes, it has ${buf.length})`);
+  return { width, height, bottomUp: rawHeight > 0, bpp, rowBytes, dataOffset, palette };
+}
+
+export function decodeBmp(buf: Uint8Array, limits: DecodeLimits = {}): RgbImage {
+  const { width, height, bottomUp, bpp, rowBytes, dataOffset, palette } = bmpLayout(buf, limits.maxPixels ?? DEFAULT_MAX_PIXELS);
   const out = new Uint8Array(width * height * 3);
+  const step = bpp / 8;
   for (let y = 0; y < height; y++) {
     const src = dataOffset + (bottomUp ? height - 1 - y : y) * rowBytes;
-    for (let x = 0; x < width; x++) {
-      const o = (y * width + x) * 3;
-      if (bpp === 8) {
-        const c = palette[buf[src + x]] ?? [0, 0, 0];
-        out[o] = c[0]; out[o + 1] = c[1]; out[o + 2] = c[2];
-      } else {
-        const p = src + x * (bpp / 8);
+    let o = y * width * 3;
+    if (palette) {
+      for (let x = 0; x < width; x++, o += 3) {
+        const c = 3 * buf[src + x];
+        out[o] = palette[c]; out[o + 1] = palette[c + 1]; out[o + 2] = palette[c + 2];
+      }
+    } else {
+      for (let x = 0, p = src; x < width; x++, o += 3, p += step) {
         out[o] = buf[p + 2]; out[o + 1] = buf[p + 1]; out[o + 2] = buf[p];
       }
     }
@@ -55,26 +106,51 @@ export function decodeBmp(buf: Uint8Array): RgbImage {
   return { width, height, data: out };
 }
 
-/** Decode PNG/JPEG/BMP (8-bit gray or colour) to RGB. */
-export async function decodeImage(bytes: Uint8Array, label = 'image'): Promise<RgbImage> {
-  if (bytes.length >= 2 && bytes[0] === 0x42 && bytes[1] === 0x4d) return decodeBmp(bytes);
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+const startsWith = (b: Uint8Array, sig: number[]) => b.length >= sig.length && sig.every((x, i) => b[i] === x);
+
+/**
+ * Decode PNG/JPEG/BMP (8-bit gray or colour) to RGB. Only those formats reach libvips: it would
+ * also parse SVG, TIFF, HEIF and more, which no camera or replay folder needs. libvips checks the
+ * pixel limit on the header, before decoding.
+ */
+export async function decodeImage(bytes: Uint8Array, label = 'image', limits: DecodeLimits = {}): Promise<RgbImage> {
+  const maxPixels = limits.maxPixels ?? DEFAULT_MAX_PIXELS;
+  if (bytes.length >= 2 && bytes[0] === 0x42 && bytes[1] === 0x4d) {
+    try {
+      return decodeBmp(bytes, { maxPixels });
+    } catch (e) {
+      throw new ImageDecodeError(`${label}: ${(e as Error).message}`);
+    }
+  }
+  if (!startsWith(bytes, PNG_SIGNATURE) && !startsWith(bytes, [0xff, 0xd8, 0xff])) throw new ImageDecodeError(`${label}: cannot decode (not a PNG, JPEG or BMP file); supported: PNG, JPEG, BMP`);
   try {
-    const { data, info } = await sharp(bytes).toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const { data, info } = await sharp(bytes, { limitInputPixels: maxPixels, sequentialRead: true }).toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
     return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
   } catch (e) {
-    throw new ImageDecodeError(`${label}: cannot decode (${(e as Error).message}); supported: PNG, JPEG, BMP`);
+    const msg = (e as Error).message;
+    if (/pixel limit/i.test(msg)) throw new ImageDecodeError(`${label}: image is larger than the limit of ${maxPixels} pixels (${msg})`);
+    throw new ImageDecodeError(`${label}: cannot decode (${msg}); supported: PNG, JPEG, BMP`);
   }
 }
 
-export async function readImage(path: string): Promise<RgbImage> {
+/** A file larger than any PNG/JPEG/BMP within the pixel limit can be is refused before reading it. */
+export function maxFileBytes(maxPixels: number): number {
+  return maxPixels * 4 + 16 * 2 ** 20;
+}
+
+export async function readImage(path: string, limits: DecodeLimits = {}): Promise<RgbImage> {
+  const maxPixels = limits.maxPixels ?? DEFAULT_MAX_PIXELS;
   let bytes: Uint8Array;
   try {
+    const size = (await stat(path)).size;
+    if (size > maxFileBytes(maxPixels)) throw new Error(`${size} bytes is more than an image of ${maxPixels} pixels needs`);
     bytes = await readFile(path);
   } catch (e) {
     throw new ImageDecodeError(`cannot read image ${path}: ${(e as Error).message}`);
   }
-  return decodeImage(bytes, path);
+  return decodeImage(bytes, path, { maxPixels });
 }
 
 /**

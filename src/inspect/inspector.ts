@@ -6,10 +6,11 @@ import type { RgbImage, Geometry } from '../features/image.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
 import type { FeatureSettings } from '../features/extractor.ts';
 import { PatchScorer } from '../score/scorer.ts';
-import { scorerOptionsFor, type ScoringRuntime } from '../score/patchcore.ts';
+import { scorerOptionsFor } from '../score/patchcore.ts';
+import type { ExecutionProvider } from '../features/session.ts';
 import { Router, type Route } from '../route/router.ts';
 import { resolveInputSize } from '../config.ts';
-import { BundleFileError, type Bundle, type ClusterInfo } from '../calibrate/bundle-file.ts';
+import { BundleFileError, checkScoringOverrides, NO_SCORING_OVERRIDES, type Bundle, type ClusterInfo, type ScoringOverrides } from '../bundle/bundle-file.ts';
 import { normaliseScore } from '../calibrate/threshold.ts';
 import { encodeRgb, overlayRgb } from '../score/overlay.ts';
 
@@ -34,7 +35,13 @@ export interface InspectionResult {
   timings_ms: { preprocess: number; backbone: number; route: number; knn: number; reweight: number; heatmap: number };
 }
 
-export type InspectorOptions = ScoringRuntime;
+/** Scoring settings come from the bundle (its thresholds hold only under them), not from here. */
+export interface InspectorOptions {
+  provider?: ExecutionProvider;
+  threads?: number;
+  /** configured scoring settings: each non-null one must equal the bundle's, else the load fails */
+  overrides?: ScoringOverrides;
+}
 
 interface LoadedCluster {
   info: ClusterInfo;
@@ -55,12 +62,14 @@ export class Inspector {
   }
 
   static async load(bundle: Bundle, backboneDir: string, opts: InspectorOptions = {}): Promise<Inspector> {
+    checkScoringOverrides(opts.overrides ?? NO_SCORING_OVERRIDES, bundle.header);
+    const scoring = { reweightNeighbours: bundle.header.scoring.reweight_neighbours, sigma: bundle.header.scoring.heatmap_sigma, provider: opts.provider, threads: opts.threads };
     const pool = new ExtractorPool(backboneDir, { provider: opts.provider, threads: opts.threads });
     const loaded: LoadedCluster[] = [];
     try {
       const h = bundle.header;
       for (const c of bundle.clusters) {
-        const settings: FeatureSettings = { width: c.info.features.width, height: c.info.features.height, fit: c.info.features.fit, preDim: h.settings.pre_dim, dim: h.settings.dim };
+        const settings: FeatureSettings = { width: c.info.features.width, height: c.info.features.height, fit: c.info.features.fit, preDim: h.scoring.pre_dim, dim: h.scoring.dim };
         const ex = await pool.get(settings);
         if (ex.modelSha256 !== h.backbone.onnx_sha256) {
           throw new BundleFileError(`bundle was calibrated with backbone "${h.backbone.id}" (${h.backbone.onnx_sha256.slice(0, 12)}…), but ${backboneDir} holds "${ex.sidecar.id}" (${ex.modelSha256.slice(0, 12)}…): recalibrate, or point to the backbone it was made with`);
@@ -68,7 +77,7 @@ export class Inspector {
         if (ex.semanticDim !== h.semantic_dim) throw new BundleFileError(`bundle semantic_dim ${h.semantic_dim} does not match the backbone's ${ex.semanticDim}`);
         const b = c.bank;
         if (b.header.features.grid[0] !== ex.gridHeight || b.header.features.grid[1] !== ex.gridWidth) throw new BundleFileError(`cluster ${c.info.name}: bank grid ${b.header.features.grid} does not match the backbone's ${ex.gridHeight}x${ex.gridWidth}`);
-        const scorer = await PatchScorer.create(b.vectors, b.header.count, b.header.dim, scorerOptionsFor(ex, opts));
+        const scorer = await PatchScorer.create(b.vectors, b.header.count, b.header.dim, scorerOptionsFor(ex, scoring));
         loaded.push({ info: c.info, settings, scorer });
       }
       const router = new Router(bundle.clusters.map((c) => ({ keys: c.keys, count: c.info.keys.count, limit: c.info.routing_limit })), h.semantic_dim);
@@ -82,7 +91,7 @@ export class Inspector {
 
   /** Routing settings of a frame of this size: its own input size ("auto") with the bundle's feature dims. */
   private routingSettings(frame: { width: number; height: number }): FeatureSettings {
-    const s = this.bundle.header.settings;
+    const s = this.bundle.header.scoring;
     return { ...resolveInputSize(s.input_size, frame), fit: s.fit, preDim: s.pre_dim, dim: s.dim };
   }
 

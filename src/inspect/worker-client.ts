@@ -8,10 +8,16 @@ export class InferenceWorker {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   private exited = false;
+  /** when the worker last answered anything (ms since epoch): the supervisor's liveness signal */
+  lastAnswer = Date.now();
+  /** called once when the thread ends, whatever the reason */
+  onExit: (code: number) => void = () => {};
+  lastError = '';
 
   private constructor(private readonly worker: Worker, public bundle: BundleSummary) {
     worker.on('message', (m: FromWorker) => {
-      if (m.type === 'result' || m.type === 'failed' || m.type === 'reloaded') {
+      this.lastAnswer = Date.now();
+      if (m.type === 'result' || m.type === 'failed' || m.type === 'reloaded' || m.type === 'pong') {
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);
         if (!p) return;
@@ -19,15 +25,27 @@ export class InferenceWorker {
         else p.resolve(m);
       }
     });
+    // An uncaught error inside the thread must never become an uncaught error of the daemon.
+    worker.on('error', (e) => (this.lastError = e.message));
     worker.on('exit', (code) => {
       this.exited = true;
       for (const p of this.pending.values()) p.reject(new Error(`inference worker exited (code ${code})`));
       this.pending.clear();
+      this.onExit(code);
     });
   }
 
-  static start(init: WorkerInit): Promise<InferenceWorker> {
-    const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: init });
+  get isRunning(): boolean {
+    return !this.exited;
+  }
+  /** requests sent and not yet answered */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** `script` replaces the real worker in tests (e.g. one that hangs). */
+  static start(init: WorkerInit, script: URL = new URL('./worker-boot.mjs', import.meta.url)): Promise<InferenceWorker> {
+    const worker = new Worker(script, { workerData: init });
     return new Promise((resolve, reject) => {
       const onMsg = (m: FromWorker) => {
         if (m.type === 'ready') {
@@ -61,6 +79,21 @@ export class InferenceWorker {
     if (r.error || !r.bundle) throw new Error(r.error ?? 'reload failed');
     this.bundle = r.bundle;
     return r.bundle;
+  }
+
+  ping(): Promise<unknown> {
+    return this.request({ type: 'ping' });
+  }
+
+  /**
+   * Ends the thread without its cooperation. A thread stuck in native code only ends when that call
+   * returns; resolves false if it has not ended within `waitMs`.
+   */
+  async kill(waitMs = 5000): Promise<boolean> {
+    if (this.exited) return true;
+    const gone = new Promise<boolean>((r) => this.worker.once('exit', () => r(true)));
+    void this.worker.terminate().catch(() => {});
+    return Promise.race([gone, new Promise<boolean>((r) => setTimeout(() => r(false), waitMs).unref())]);
   }
 
   async close(): Promise<void> {

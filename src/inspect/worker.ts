@@ -4,7 +4,7 @@
  * MQTT and the watchdog moving.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { readBundleFile } from '../calibrate/bundle-file.ts';
+import { DEFAULT_BUNDLE_MAX_BYTES, readBundleFileBounded } from '../bundle/bundle-file.ts';
 import { Inspector } from './inspector.ts';
 import { encodeRgb } from '../score/overlay.ts';
 import type { BundleSummary, FromWorker, ToWorker, WorkerInit } from './protocol.ts';
@@ -15,11 +15,12 @@ const send = (m: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(m
 
 function summary(path: string, insp: Inspector): BundleSummary {
   const h = insp.bundle.header;
-  return { bundle_id: h.bundle_id, created_at: h.created_at, path, clusters: h.clusters.map((c) => ({ id: c.id, name: c.name, threshold: c.threshold, routing_limit: c.routing_limit, size: c.members.length })) };
+  return { bundle_id: h.bundle_id, created_at: h.created_at, path, scoring: h.scoring, clusters: h.clusters.map((c) => ({ id: c.id, name: c.name, threshold: c.threshold, routing_limit: c.routing_limit, size: c.members.length })) };
 }
 
 async function load(path: string): Promise<Inspector> {
-  return Inspector.load(readBundleFile(path), init.backbone, { provider: init.provider, threads: init.threads, reweightNeighbours: init.reweightNeighbours, sigma: init.sigma });
+  const bundle = readBundleFileBounded(path, init.maxBundleBytes ?? DEFAULT_BUNDLE_MAX_BYTES);
+  return Inspector.load(bundle, init.backbone, { provider: init.provider, threads: init.threads, overrides: init.overrides });
 }
 
 let inspector: Inspector;
@@ -41,6 +42,10 @@ async function handle(m: ToWorker): Promise<void> {
   if (m.type === 'close') {
     await inspector.release();
     port.close();
+    return;
+  }
+  if (m.type === 'ping') {
+    send({ type: 'pong', id: m.id });
     return;
   }
   if (m.type === 'reload') {

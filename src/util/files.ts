@@ -17,7 +17,8 @@ export function sha256File(path: string): string {
 export function writeFileAtomic(path: string, chunks: Uint8Array | Uint8Array[]): void {
   const parts = Array.isArray(chunks) ? chunks : [chunks];
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  const fd = openSync(tmp, 'w', 0o644);
+  // Bundles, banks and state hold the plant's data: group-readable (operators), not world-readable.
+  const fd = openSync(tmp, 'w', 0o640);
   try {
     for (const p of parts) {
       let off = 0;

@@ -13,7 +13,7 @@ import { syntheticPart } from '../../src/demo/parts.ts';
 export { syntheticPart, syntheticProduct, type Defect, type ProductKind } from '../../src/demo/parts.ts';
 import { sha256 } from '../../src/util/files.ts';
 import { calibrate, type CalibrationOptions } from '../../src/calibrate/calibrate.ts';
-import { writeBundleFile } from '../../src/calibrate/bundle-file.ts';
+import { writeBundleFile } from '../../src/bundle/bundle-file.ts';
 
 export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `hce-${prefix}-`));
