@@ -33,6 +33,7 @@ function siteConfig(dir: string, o: { backbone: string; bundle: string; url: str
       station: 'test-line',
       backbone: o.backbone,
       bundle: o.bundle,
+      state_dir: join(dir, 'state'),
       source: { kind: 'folder', path: o.source, fps: o.fps, loop: false },
       trigger: { mode: o.mode ?? 'all' },
       mqtt: { url: o.url, store_dir: o.store, stats_interval_s: 1 },
@@ -102,7 +103,7 @@ test('daemon: 300 replayed frames give 300 verdicts with the planted defects NG,
     await waitFor('300 verdicts', () => sub.verdicts.size >= 300, 90_000);
     const vs = [...sub.verdicts.values()];
     assert.equal(new Set(vs.map((v) => v.run_id)).size, 1);
-    assert.deepEqual(vs.map((v) => v.frame).sort((a, b) => a - b), Array.from({ length: 300 }, (_, i) => i + 1), 'every frame exactly once after de-duplication');
+    assert.deepEqual(vs.map((v) => v.frame!).sort((a, b) => a - b), Array.from({ length: 300 }, (_, i) => i + 1), 'every frame exactly once after de-duplication');
     const bad = vs.filter((v) => v.source_file!.includes('_bad'));
     const good = vs.filter((v) => v.source_file!.includes('_good'));
     assert.equal(bad.length, 60);
@@ -111,7 +112,7 @@ test('daemon: 300 replayed frames give 300 verdicts with the planted defects NG,
     assert.ok(goodOk >= 0.97 * good.length, `good parts OK: ${goodOk}/${good.length}`);
     for (const v of vs.slice(0, 5)) {
       assert.equal(v.schema, 'hiercore-edge/verdict/1');
-      assert.ok(v.cluster && v.threshold! > 0 && v.latency_ms.capture_to_verdict >= 0 && v.bundle.id);
+      assert.ok(v.cluster && v.threshold! > 0 && v.latency_ms.capture_to_verdict >= 0 && v.bundle?.id);
     }
     assert.ok(sub.heatmaps > 0, 'heatmaps published');
     daemon.kill('SIGTERM');
@@ -148,7 +149,7 @@ test('daemon: verdicts queued while the broker is down survive a SIGKILL of the 
     await broker.start();
     second = new DaemonProcess(cfg);
     await waitFor('the queued verdicts of the killed run', () => sub.ofRun(run1).length >= 40, 60_000);
-    assert.deepEqual(sub.ofRun(run1).map((v) => v.frame).sort((a, b) => a - b), Array.from({ length: 40 }, (_, i) => i + 1));
+    assert.deepEqual(sub.ofRun(run1).map((v) => v.frame!).sort((a, b) => a - b), Array.from({ length: 40 }, (_, i) => i + 1));
   } finally {
     first.kill('SIGKILL');
     second?.kill('SIGKILL');
@@ -201,6 +202,8 @@ test('daemon: PLC trigger with part id, and the command topics (pause, resume, s
       source: { kind: 'folder', path: join(dir, 'stream'), fps: 20, loop: true },
       trigger: { mode: 'mqtt' },
       mqtt: { url: '', embedded_port: port, store_dir: join(dir, 'store'), username: 'line', password: 'not-shown', stats_interval_s: 0 },
+      commands: { control: true },
+      state_dir: join(dir, 'state'),
       metrics: { port: 0 },
       archive: { dir: '' },
     }),
@@ -247,19 +250,19 @@ test('daemon: PLC trigger with part id, and the command topics (pause, resume, s
     assert.equal(cfg.station, 'test-line');
     assert.notEqual(cfg.mqtt.password, 'not-shown', 'secrets are masked');
 
-    const before = verdicts().at(-1)!.bundle.id;
+    const before = verdicts().at(-1)!.bundle!.id;
     c.publish('hiercore/test-line/cmd/reload', '{}');
     await waitFor('reload response', () => response('reload').length, 20_000);
     assert.equal(response('reload')[0].ok, true, JSON.stringify(response('reload')[0]));
     c.publish('hiercore/test-line/trigger', 'P-1003', { qos: 1 });
     await waitFor('verdict after reload', () => verdicts().some((v) => v.part_id === 'P-1003'), 20_000);
-    assert.equal(verdicts().find((v) => v.part_id === 'P-1003')!.bundle.id, before, 'same file, same bundle id');
+    assert.equal(verdicts().find((v) => v.part_id === 'P-1003')!.bundle!.id, before, 'same file, same bundle id');
 
-    c.publish('hiercore/test-line/cmd/reload', JSON.stringify({ bundle: join(dir, 'missing.hcebundle') }));
+    c.publish('hiercore/test-line/cmd/reload', JSON.stringify({ bundle: 'missing.hcebundle' }));
     c.publish('hiercore/test-line/cmd/selfdestruct', '{}');
     c.publish('hiercore/test-line/cmd/pause', 'not json');
     await waitFor('error responses', () => response('reload').length >= 2 && response('selfdestruct').length && response('pause').length >= 2, 10_000);
-    assert.match(response('reload')[1].error, /missing.hcebundle does not exist/);
+    assert.match(response('reload')[1].error, /no bundle "missing.hcebundle" in the bundle folder.*available: line.hcebundle/);
     assert.match(response('selfdestruct')[0].error, /unknown command "selfdestruct"; commands: reload, snapshot, pause, resume, get_config, get_stats/);
     assert.match(response('pause')[1].error, /not JSON/);
     daemon.kill('SIGTERM');
@@ -286,6 +289,7 @@ test('daemon: a camera that stops is reported lost on MQTT and in metrics, recon
       source: { kind: 'gstreamer', pipeline: 'videotestsrc num-buffers=15 pattern=ball ! video/x-raw,width=96,height=96,framerate=30/1', frame_timeout_ms: 2000 },
       trigger: { mode: 'free' },
       mqtt: { url: '', embedded_port: port, store_dir: join(dir, 'store'), stats_interval_s: 0, heatmap: false },
+      state_dir: join(dir, 'state'),
       metrics: { port: metricsPort },
       archive: { dir: '' },
     }),

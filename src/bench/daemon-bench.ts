@@ -132,7 +132,7 @@ await new Promise((r) => daemon.once('exit', r));
 client.end(true);
 broker?.kill('SIGTERM');
 
-const vs = [...verdicts.values()].sort((a, b) => a.frame - b.frame);
+const vs = [...verdicts.values()].sort((a, b) => a.frame! - b.frame!);
 // Skip the first 10 verdicts: session warm-up is not the steady state the line runs in.
 const steady = vs.slice(10);
 const span = (steady.at(-1)!.received - steady[0].received) / 1000;

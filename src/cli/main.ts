@@ -15,7 +15,7 @@ import { readBankFile, writeBankFile } from '../score/bank-file.ts';
 import { calibrate } from '../calibrate/calibrate.ts';
 import { calibrationOptions } from '../calibrate/options.ts';
 import { evaluateMulticlass } from '../eval/multiclass.ts';
-import { readBundleFile, readBundleHeader, writeBundleFile, type BundleHeader } from '../calibrate/bundle-file.ts';
+import { readBundleFile, readBundleHeader, writeBundleFile, type BundleHeader } from '../bundle/bundle-file.ts';
 import { Inspector } from '../inspect/inspector.ts';
 import { listImagesRecursive } from '../eval/dataset.ts';
 import { KEY_MODES } from '../route/router.ts';
@@ -257,6 +257,8 @@ export function buildProgram(): Command {
       }
       console.log(`bundle ${info.bundle_id} (format ${info.format_version}), created ${info.created_at}`);
       console.log(`backbone ${info.backbone.id} (${info.backbone.onnx_sha256.slice(0, 12)}…), ${info.calibration.mode}, ${info.calibration.images} images`);
+      const sc = info.scoring;
+      console.log(`scoring: input ${sc.input_size}, fit ${sc.fit}, dims ${sc.pre_dim}/${sc.dim}, reweight_neighbours ${sc.reweight_neighbours}, heatmap_sigma ${sc.heatmap_sigma}${sc.legacy ? ' (format 1 bundle: not recorded, the values it has always been scored with; recalibrate to record them)' : ''}`);
       for (const cl of info.clusters) console.log(`  [${cl.id}] ${cl.name}: ${cl.size} images at ${cl.input}, bank ${cl.bank_size}, threshold ${cl.threshold.toFixed(4)} (${cl.threshold_source}), routing limit ${cl.routing_limit.toFixed(4)}`);
     });
 
@@ -269,7 +271,8 @@ export function buildProgram(): Command {
   ).action(async (files: string[], o: EngineFlags & { bundle: string; heatmaps?: string }) => {
     const c = engineConfig(o);
     const b = readBundleFile(resolve(o.bundle));
-    const inspector = await Inspector.load(b, resolve(c.backbone), { provider: c.runtime.provider, threads: c.runtime.threads, reweightNeighbours: c.scoring.reweight_neighbours, sigma: c.scoring.heatmap_sigma });
+    // Scoring settings come from the bundle; only an explicit --reweight is checked against it.
+    const inspector = await Inspector.load(b, resolve(c.backbone), { provider: c.runtime.provider, threads: c.runtime.threads, overrides: { reweight_neighbours: o.reweight ?? null, heatmap_sigma: null } });
     if (o.heatmaps) mkdirSync(o.heatmaps, { recursive: true });
     let failed = 0;
     for (const f of files) {
@@ -321,6 +324,7 @@ export function buildProgram(): Command {
           bundle: demo.bundle,
           source: { kind: 'folder', path: demo.line, fps: 2, loop: true },
           mqtt: { store_dir: join(demo.dir, 'mqtt-store'), embedded_port: await portOr(1883), stats_interval_s: 10 },
+          state_dir: join(demo.dir, 'state'),
           archive: { dir: join(demo.dir, 'archive'), quota_mb: 100 },
           metrics: { port: await portOr(9464) },
         },
@@ -338,28 +342,35 @@ async function runDaemon(loaded: { config: import('../service/config.ts').Daemon
   if (loaded.site) log('info', `config ${loaded.site}`);
   const daemon = new Daemon(loaded.config, log, loaded.toString);
   let exiting = false;
-  const shutdown = (sig: string) => {
+  let startFailed = false;
+  // One shutdown path for a failed start and for a signal: stop() gets a bounded time, then the
+  // process exits anyway (process.exit() can hang joining a threadpool thread still inside a
+  // GStreamer call; the unit's TimeoutStopSec is the last backstop).
+  const shutdown = (why: string, backstopMs: number) => {
     if (exiting) return;
     exiting = true;
-    // process.exit() can hang joining a threadpool thread still inside a GStreamer call; the
-    // unit's TimeoutStopSec is the backstop, this timer the first line.
-    setTimeout(() => process.kill(process.pid, 'SIGKILL'), 15_000).unref();
-    daemon.stop(sig).then(
-      () => process.exit(0),
+    setTimeout(() => {
+      log('error', `stop did not finish within ${backstopMs / 1000} s (${why}): exiting`);
+      process.kill(process.pid, 'SIGKILL');
+    }, backstopMs).unref();
+    daemon.stop(why).then(
+      () => process.exit(startFailed ? 1 : 0),
       (e: Error) => {
         log('error', `stop failed: ${e.message}`);
         process.exit(1);
       },
     );
   };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM', 15_000));
+  process.on('SIGINT', () => shutdown('SIGINT', 15_000));
   try {
     await daemon.start();
   } catch (e) {
+    if (exiting) return; // a signal arrived during start-up; its shutdown is under way
     log('error', (e as Error).message);
-    await daemon.stop('start-up failed').catch(() => {});
-    process.exit(1);
+    startFailed = true;
+    shutdown('start-up failed', 10_000);
+    return;
   }
   if (demo) {
     const t = daemon.topicsBase();
@@ -377,6 +388,7 @@ export function bundleSummary(h: BundleHeader) {
     bundle_id: h.bundle_id,
     created_at: h.created_at,
     backbone: h.backbone,
+    scoring: h.scoring,
     settings: h.settings,
     calibration: h.calibration,
     clusters: h.clusters.map((c) => ({

@@ -3,10 +3,10 @@
  * Everything lives under <prefix>/<station>/. Payload schemas are versioned in their "schema" field;
  * a breaking change bumps the number, additions do not.
  */
-export const VERDICT_SCHEMA = 'hiercore-edge/verdict/1';
-export const STATS_SCHEMA = 'hiercore-edge/stats/1';
+import { codePoints, forLog, stripUnsafe } from './text.ts';
+
+export { CAMERA_SCHEMA, STATS_SCHEMA, VERDICT_SCHEMA, type VerdictPayload } from './payloads.ts';
 export const RESPONSE_SCHEMA = 'hiercore-edge/response/1';
-export const CAMERA_SCHEMA = 'hiercore-edge/camera/1';
 
 export const COMMANDS = ['reload', 'snapshot', 'pause', 'resume', 'get_config', 'get_stats'] as const;
 export type CommandName = (typeof COMMANDS)[number];
@@ -38,40 +38,52 @@ export function topics(prefix: string, station: string) {
 
 export type Topics = ReturnType<typeof topics>;
 
-export interface VerdictPayload {
-  schema: typeof VERDICT_SCHEMA;
-  /** unique across restarts: <run_id>/<frame> */
-  frame_id: string;
-  frame: number;
-  run_id: string;
-  part_id: string | null;
-  station: string;
-  timestamp: string;
-  captured_at: string;
-  verdict: 'OK' | 'NG' | 'UNKNOWN';
-  cluster: string | null;
-  score: number | null;
-  normalised_score: number | null;
-  threshold: number | null;
-  route: { nearest: string; distance: number; limit: number };
-  latency_ms: Record<string, number>;
-  bundle: { id: string; created_at: string };
-  heatmap: boolean;
-  image: boolean;
-  source_file?: string;
+
+/** Longest part id kept; a longer one is refused, not cut: a cut id could name a different part. */
+export const PART_ID_MAX = 64;
+/** Default bound on trigger and command payloads (`commands.max_bytes`). */
+export const DEFAULT_MAX_BYTES = 65536;
+
+export type TriggerDecision =
+  | { kind: 'trigger'; partId: string | null; refused?: string }
+  | { kind: 'ignore'; why: string };
+
+/**
+ * A trigger message: retained ones are replays (a PLC trigger from last week would inspect a part now)
+ * and are ignored, as are oversized ones; otherwise a part is inspected, with the part id when it is
+ * usable. An unusable id (too long, an object, empty after cleaning) still inspects the part, with no
+ * id, so the PLC gets the verdict it is waiting for; `refused` says why the id was dropped.
+ */
+export function parseTriggerMessage(payload: Uint8Array | string, opts: { retain?: boolean; maxBytes?: number } = {}): TriggerDecision {
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+  if (opts.retain) return { kind: 'ignore', why: 'retained trigger (a replay, not a part at the camera now)' };
+  const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
+  if (bytes.length > maxBytes) return { kind: 'ignore', why: `trigger payload of ${bytes.length} bytes (at most ${maxBytes}, commands.max_bytes)` };
+  const raw = triggerPartId(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString().trim());
+  if (typeof raw !== 'string') return { kind: 'trigger', partId: null, ...(raw ? { refused: raw.refused } : {}) };
+  const id = stripUnsafe(raw).trim();
+  if (!id) return { kind: 'trigger', partId: null };
+  if (codePoints(id) > PART_ID_MAX) return { kind: 'trigger', partId: null, refused: `part id of ${codePoints(id)} characters (at most ${PART_ID_MAX}): "${forLog(id, PART_ID_MAX)}"` };
+  return { kind: 'trigger', partId: id };
 }
 
-/** Part id from a trigger payload: plain text, or JSON {"part_id": "..."}; empty = none. */
-export function parseTrigger(payload: Buffer | string): string | null {
-  const text = payload.toString().trim();
-  if (!text) return null;
-  if (text.startsWith('{')) {
-    try {
-      const j = JSON.parse(text) as { part_id?: unknown };
-      return j.part_id === undefined || j.part_id === null ? null : String(j.part_id);
-    } catch {
-      return text;
-    }
+function triggerPartId(text: string): string | null | { refused: string } {
+  if (!text.startsWith('{')) return text;
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch {
+    return text; // not JSON after all: a part id that happens to start with "{"
   }
-  return text;
+  const v = (j as { part_id?: unknown }).part_id;
+  if (v === undefined || v === null) return null;
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' && Number.isFinite(v)) return String(v);
+  return { refused: `part_id is ${Array.isArray(v) ? 'an array' : typeof v} (a string or a number)` };
+}
+
+/** Part id from a trigger payload: plain text, or JSON {"part_id": ...}; empty or unusable = none. */
+export function parseTrigger(payload: Uint8Array | string, maxBytes = DEFAULT_MAX_BYTES): string | null {
+  const d = parseTriggerMessage(payload, { maxBytes });
+  return d.kind === 'trigger' ? d.partId : null;
 }

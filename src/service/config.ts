@@ -7,6 +7,7 @@ import convict from 'convict';
 import { existsSync } from 'node:fs';
 import { SOURCE_KINDS } from '../capture/pipelines.ts';
 import { EXECUTION_PROVIDERS } from '../features/session.ts';
+import { redactConfig } from '../util/redact.ts';
 
 convict.addFormat({
   name: 'positive-number',
@@ -56,9 +57,9 @@ const SCHEMA = {
     mqtt: {
       url: { doc: 'broker URL mqtt://host:1883 or mqtts://host:8883; "" = embedded broker on 127.0.0.1', format: String, default: '', env: 'HCE_MQTT_URL', arg: 'mqtt-url' },
       embedded_port: { doc: 'port of the embedded broker when mqtt.url is ""', format: 'port', default: 1883, env: 'HCE_MQTT_EMBEDDED_PORT' },
-      prefix: { doc: 'first topic level', format: String, default: 'hiercore', env: 'HCE_MQTT_PREFIX' },
+      prefix: { doc: 'first topic level(s)', format: (v: unknown) => { if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]{1,64}(\/[A-Za-z0-9_.-]{1,64}){0,4}$/.test(v)) throw new Error('must be 1-5 topic levels of letters, digits, _ . - (no wildcards)'); }, default: 'hiercore', env: 'HCE_MQTT_PREFIX' },
       protocol_version: { doc: '5 (MQTT 5) or 4 (MQTT 3.1.1)', format: [4, 5], default: 5, env: 'HCE_MQTT_PROTOCOL_VERSION' },
-      client_id: { doc: 'client id ("" = hiercore-edge-<station>)', format: String, default: '', env: 'HCE_MQTT_CLIENT_ID' },
+      client_id: { doc: 'client id ("" = hiercore-edge-<station>-<random>, new per start, so two daemons never take over each other\'s session)', format: String, default: '', env: 'HCE_MQTT_CLIENT_ID' },
       username: { doc: 'broker user', format: String, default: '', env: 'HCE_MQTT_USERNAME' },
       password: { doc: 'broker password', format: String, default: '', env: 'HCE_MQTT_PASSWORD', sensitive: true },
       ca: { doc: 'TLS: CA certificate file (PEM)', format: String, default: '', env: 'HCE_MQTT_CA' },
@@ -71,7 +72,8 @@ const SCHEMA = {
       ng_image: { doc: 'publish the full JPEG frame of NG and UNKNOWN parts', format: Boolean, default: false, env: 'HCE_MQTT_NG_IMAGE' },
       stats_interval_s: { doc: 'stats message period (0 = off)', format: 'nat', default: 30, env: 'HCE_MQTT_STATS_INTERVAL_S' },
       queue_max: { doc: 'verdicts kept on disk while the broker does not acknowledge them; beyond it the oldest are dropped (counted, logged)', format: 'nat', default: 200000, env: 'HCE_MQTT_QUEUE_MAX' },
-      queue_max_mb: { doc: 'size bound of the on-disk verdict queue', format: 'positive-number', default: 512, env: 'HCE_MQTT_QUEUE_MAX_MB' },
+      queue_max_mb: { doc: 'size bound of the on-disk verdict queue (also of verdicts held in memory while the disk cannot be written)', format: 'positive-number', default: 256, env: 'HCE_MQTT_QUEUE_MAX_MB' },
+      queue_fsync: { doc: 'flush every queued verdict to the disk before counting it stored: survives a power cut, costs one disk flush per verdict', format: Boolean, default: true, env: 'HCE_MQTT_QUEUE_FSYNC' },
     },
     commands: {
       control: { doc: 'allow the state-changing commands (reload, pause, resume); read-only ones (snapshot, get_config, get_stats) are always on', format: Boolean, default: false, env: 'HCE_COMMANDS_CONTROL' },
@@ -127,7 +129,8 @@ export function loadDaemonConfig(opts: { siteFile?: string; defaultSite?: string
     conf.validate({ allowed: 'strict' });
     const p = conf.getProperties() as DaemonConfig;
     checkCombinations(p);
-    return { config: p, site, toString: () => conf.toString() };
+    // convict masks the keys marked sensitive; credentials inside URLs and launch strings too.
+    return { config: p, site, toString: () => JSON.stringify(redactConfig(JSON.parse(conf.toString())), null, 2) };
   } catch (e) {
     if (e instanceof DaemonConfigError) throw e;
     throw new DaemonConfigError(`invalid configuration${site ? ` (${site})` : ''}: ${(e as Error).message.replace(/\n/g, '; ')}`);

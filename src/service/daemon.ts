@@ -1,9 +1,9 @@
 /**
- * `hiercore-edge run`: capture -> inference worker -> MQTT, under systemd.
+ * `hiercore-edge run`: capture -> scheduler -> inference worker -> MQTT, under systemd.
  *
- * Frame policy: free-run keeps only the newest frame while inference is busy (older ones are counted
- * as dropped); trigger mode inspects the first frame that arrives after each PLC trigger and carries
- * its part id, and never drops a triggered frame.
+ * The daemon wires the pieces and owns their lifecycle (created in start(), closed in reverse in
+ * stop()); which frame goes next is the FrameScheduler's decision, wire formats are built in
+ * publish/, liveness rules live in health.ts.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -15,54 +15,57 @@ import { DaemonMetrics } from './metrics.ts';
 import { SystemdNotifier } from './notify.ts';
 import { NgArchive } from './archive.ts';
 import { startEmbeddedBroker, type EmbeddedBroker } from './embedded-broker.ts';
+import { FrameScheduler, type Job, type NoFrameReason, type Trigger, type TriggerMode } from './scheduler.ts';
+import { assessHealth, watchdogOk, type HealthFacts } from './health.ts';
+import { StationStats } from './station-stats.ts';
 import { FolderSource } from '../capture/folder-source.ts';
 import { GstSource } from '../capture/gst-source.ts';
+import { maxPixelsFor } from '../capture/limits.ts';
 import type { SourceConfig } from '../capture/pipelines.ts';
 import type { Frame, FrameSource, SourceState } from '../capture/types.ts';
-import { InferenceWorker } from '../inspect/worker-client.ts';
+import { WorkerSupervisor } from '../inspect/worker-supervisor.ts';
 import type { BundleSummary } from '../inspect/protocol.ts';
+import { BundleStore } from '../bundle/bundle-store.ts';
 import { MqttPublisher } from '../publish/mqtt-publisher.ts';
-import { CAMERA_SCHEMA, STATS_SCHEMA, VERDICT_SCHEMA, type CommandName, type VerdictPayload } from '../publish/topics.ts';
-import { percentile } from '../eval/evaluate.ts';
+import type { CommandName } from '../publish/topics.ts';
+import { CAMERA_SCHEMA, STATS_SCHEMA, noFramePayload, verdictPayload, type CameraPayload, type StatsPayload, type VerdictPayload } from '../publish/payloads.ts';
 
-/** frames waiting in "all" mode before a live camera's frames are dropped (replay sources wait) */
-const ALL_MODE_QUEUE = 8;
-
-interface Job {
-  frame: Frame;
-  partId: string | null;
-  snapshot?: (v: VerdictPayload) => void;
-}
+/** frames held for inference at once (all mode, bound triggers): each is a whole frame in memory */
+const READY_MAX = 8;
+/** how long stop() spends finishing frames that were already bound to triggers */
+const STOP_FINISH_MS = 5000;
 
 export class Daemon {
   readonly runId = randomUUID();
   readonly metrics = new DaemonMetrics();
   private readonly notifier: SystemdNotifier;
-  private source!: FrameSource;
-  private worker!: InferenceWorker;
-  private mqtt!: MqttPublisher;
+  private readonly stats = new StationStats();
+  private readonly scheduler: FrameScheduler;
+  private readonly bundles: BundleStore;
+  private source: FrameSource | null = null;
+  private worker: WorkerSupervisor | null = null;
+  private mqtt: MqttPublisher | null = null;
   private broker: EmbeddedBroker | null = null;
   private httpServer: Server | null = null;
   private archive: NgArchive | null = null;
   private frameCounter = 0;
-  private newest: Job | null = null;
-  private readonly triggered: Job[] = [];
-  private pendingTriggers: (string | null)[] = [];
-  private snapshots: ((v: VerdictPayload) => void)[] = [];
   private busy: Promise<void> | null = null;
-  private paused = false;
+  private retryTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private ready = false;
-  private camera: { state: SourceState; detail: string; since: string } = { state: 'starting', detail: '', since: new Date().toISOString() };
+  private camera: Omit<CameraPayload, 'schema' | 'reconnects'> = { state: 'starting', detail: '', since: new Date().toISOString() };
   private lastInspected = 0;
-  private lastStart = 0;
   private readonly startedAt = Date.now();
-  private readonly recentLatency: number[] = [];
-  private readonly counts = { in: 0, inspected: 0, dropped: 0, OK: 0, NG: 0, UNKNOWN: 0, errors: 0 };
   private timers: NodeJS.Timeout[] = [];
 
   constructor(private readonly cfg: DaemonConfig, private readonly log: Logger, private readonly describeConfig: () => string = () => '') {
     this.notifier = new SystemdNotifier((m) => log('warn', m));
+    this.scheduler = new FrameScheduler(
+      { mode: cfg.trigger.mode as TriggerMode, maxFps: cfg.trigger.max_fps, windowMs: cfg.trigger.window_ms, triggerQueueMax: cfg.trigger.queue_max, readyMax: READY_MAX },
+      { noFrame: (t, why) => this.publishNoFrame(t, why), dropped: (what, detail) => this.onDropped(what, detail) },
+    );
+    const bundleDir = cfg.bundle_dir || (cfg.bundle ? resolve(cfg.bundle, '..') : '');
+    this.bundles = new BundleStore(resolve(bundleDir || '.'), resolve(cfg.state_dir), cfg.bundle_max_mb * 2 ** 20);
   }
 
   private status(text: string): void {
@@ -72,19 +75,62 @@ export class Daemon {
 
   /** Everything up, or a clear error before any frame is published. */
   async start(): Promise<void> {
+    const bundle = this.checkPrerequisites();
+    this.status('loading model and bundle');
+    this.source = this.createSource();
+    if (this.cfg.archive.dir) this.archive = new NgArchive(resolve(this.cfg.archive.dir), this.cfg.archive.quota_mb * 2 ** 20, { log: (level, m) => this.log(level, m) });
+    if (this.cfg.metrics.port) this.httpServer = await this.metrics.serve(this.cfg.metrics.host, this.cfg.metrics.port, () => this.health());
+    await this.startWorker(bundle);
+    this.abortIfStopping();
+    this.status('connecting to MQTT');
+    await this.startMqtt();
+    this.abortIfStopping();
+    this.status('waiting for the camera');
+    this.startSource();
+    this.startTimers();
+  }
+
+  private abortIfStopping(): void {
+    if (this.stopping) throw new Error('stopped during start-up');
+  }
+
+  private checkPrerequisites(): string {
     const c = this.cfg;
     if (!c.backbone) throw new Error('no backbone configured: set "backbone" (or HCE_BACKBONE) to a directory made by "hiercore-edge model import"');
     if (!c.bundle) throw new Error('no bundle configured: set "bundle" (or HCE_BUNDLE) to a file made by "hiercore-edge calibrate"');
     if (!existsSync(c.bundle)) throw new Error(`bundle ${c.bundle} does not exist: run "hiercore-edge calibrate --images <good images> --out ${c.bundle}"`);
-    this.status('loading model and bundle');
-    this.source = c.source.kind === 'folder' || c.source.kind === 'file' ? new FolderSource({ path: c.source.path, fps: c.source.fps, loop: c.source.loop }) : new GstSource(c.source as SourceConfig);
-    if (c.archive.dir) this.archive = new NgArchive(resolve(c.archive.dir), c.archive.quota_mb * 1024 * 1024);
-    if (c.metrics.port) this.httpServer = await this.metrics.serve(c.metrics.host, c.metrics.port, () => this.health());
+    const active = this.bundles.active(resolve(c.bundle));
+    if (active !== resolve(c.bundle)) this.log('info', `bundle ${active}: the one last reloaded (remembered in ${c.state_dir}) instead of the configured ${c.bundle}`);
+    return active;
+  }
 
-    this.worker = await InferenceWorker.start({ bundle: resolve(c.bundle), backbone: resolve(c.backbone), provider: c.runtime.provider as 'cpu', threads: c.runtime.threads, reweightNeighbours: c.scoring.reweight_neighbours ?? 0, sigma: c.scoring.heatmap_sigma ?? 4 });
-    this.log('info', `bundle ${this.worker.bundle.bundle_id}: ${this.worker.bundle.clusters.map((k) => `${k.name} (${k.size} images, threshold ${k.threshold.toFixed(3)})`).join(', ')}`);
+  private createSource(): FrameSource {
+    const s = this.cfg.source;
+    if (s.kind === 'folder' || s.kind === 'file') return new FolderSource({ path: s.path, fps: s.fps, loop: s.loop, maxPixels: maxPixelsFor(s) });
+    return new GstSource(s as SourceConfig);
+  }
 
-    this.status('connecting to MQTT');
+  private async startWorker(bundle: string): Promise<void> {
+    const c = this.cfg;
+    this.worker = await WorkerSupervisor.start(
+      { bundle, backbone: resolve(c.backbone), provider: c.runtime.provider as 'cpu', threads: c.runtime.threads, maxBundleBytes: c.bundle_max_mb * 2 ** 20, overrides: { reweight_neighbours: c.scoring.reweight_neighbours, heatmap_sigma: c.scoring.heatmap_sigma } },
+      {
+        heartbeatMs: c.watchdog.heartbeat_s * 1000,
+        timeoutMs: c.watchdog.worker_timeout_s * 1000,
+        reloadTimeoutMs: c.reload_timeout_s * 1000,
+        log: this.log,
+        restarted: () => {
+          this.stats.workerRestarts++;
+          this.metrics.workerRestarts.inc();
+        },
+      },
+    );
+    const b = this.worker.bundle;
+    this.log('info', `bundle ${b.bundle_id}: ${b.clusters.map((k) => `${k.name} (${k.size} images, threshold ${k.threshold.toFixed(3)})`).join(', ')}`);
+  }
+
+  private async startMqtt(): Promise<void> {
+    const c = this.cfg;
     let url = c.mqtt.url;
     let protocol = c.mqtt.protocol_version as 4 | 5;
     if (!url) {
@@ -93,8 +139,14 @@ export class Daemon {
       protocol = 4; // aedes speaks MQTT 3.1.1
       this.log('info', `no mqtt.url configured: embedded broker on ${url} (watch with: mosquitto_sub -h 127.0.0.1 -p ${url.split(':').pop()} -v -t '${c.mqtt.prefix}/#')`);
     }
+    const m = c.mqtt;
     this.mqtt = new MqttPublisher(
-      { url, prefix: c.mqtt.prefix, station: c.station, protocol_version: protocol, client_id: c.mqtt.client_id, username: c.mqtt.username, password: c.mqtt.password, ca: c.mqtt.ca, cert: c.mqtt.cert, key: c.mqtt.key, reject_unauthorized: c.mqtt.reject_unauthorized, store_dir: resolve(c.mqtt.store_dir), keepalive_s: c.mqtt.keepalive_s },
+      {
+        url, prefix: m.prefix, station: c.station, protocol_version: protocol, client_id: m.client_id, username: m.username, password: m.password, ca: m.ca, cert: m.cert, key: m.key,
+        reject_unauthorized: m.reject_unauthorized, store_dir: resolve(m.store_dir), keepalive_s: m.keepalive_s,
+        queue_max: m.queue_max, queue_max_bytes: m.queue_max_mb * 2 ** 20, queue_fsync: m.queue_fsync, max_packet_bytes: c.commands.max_bytes + 4096,
+        commands: { control: c.commands.control, token: c.commands.token, maxBytes: c.commands.max_bytes },
+      },
       {
         log: this.log,
         trigger: (partId) => this.onTrigger(partId),
@@ -102,36 +154,48 @@ export class Daemon {
         connection: (up) => this.metrics.mqttUp.set(up ? 1 : 0),
       },
     );
+    // Does not wait for the broker: with it down at boot the line is inspected and verdicts queue.
     await this.mqtt.start();
+  }
 
-    this.status('waiting for the camera');
-    this.log('info', `source ${this.source.description}; trigger mode ${c.trigger.mode}`);
+  private startSource(): void {
+    const src = this.source!;
+    this.log('info', `source ${src.description}; trigger mode ${this.cfg.trigger.mode}`);
     let reconnectsSeen = 0;
-    this.source.start({
+    src.start({
       frame: (f) => this.onFrame(f),
-      canAccept: () => this.cfg.trigger.mode !== 'all' || this.triggered.length < ALL_MODE_QUEUE,
+      canAccept: () => this.scheduler.canAccept(),
       state: (s, detail) => {
-        this.camera = { state: s, detail, since: new Date().toISOString() };
-        this.metrics.cameraUp.set(s === 'streaming' ? 1 : 0);
-        if (this.source.reconnects > reconnectsSeen) {
-          this.metrics.reconnects.inc(this.source.reconnects - reconnectsSeen);
-          reconnectsSeen = this.source.reconnects;
+        if (src.reconnects > reconnectsSeen) {
+          this.metrics.reconnects.inc(src.reconnects - reconnectsSeen);
+          reconnectsSeen = src.reconnects;
         }
-        this.log(s === 'lost' ? 'warn' : 'info', `camera ${s}: ${detail}`);
-        this.mqtt.publishJson(this.mqtt.topics.camera, { schema: CAMERA_SCHEMA, ...this.camera, reconnects: this.source.reconnects }, true);
-        if (s === 'lost') this.status(`camera lost: ${detail}`);
+        this.onCameraState(s, detail);
       },
     });
+  }
 
+  private startTimers(): void {
+    const c = this.cfg;
+    const every = (ms: number, fn: () => void) => this.timers.push(setInterval(fn, ms));
     const wd = this.notifier.watchdogMs();
-    if (wd) this.timers.push(setInterval(() => this.maybeWatchdog(), Math.max(500, wd / 3)));
-    if (c.mqtt.stats_interval_s) this.timers.push(setInterval(() => this.mqtt.publishJson(this.mqtt.topics.stats, this.stats()), c.mqtt.stats_interval_s * 1000));
-    this.timers.push(setInterval(() => this.metrics.mqttQueue.set(this.mqtt.queueDepth), 1000));
+    if (wd) every(Math.max(500, wd / 3), () => this.maybeWatchdog());
+    if (c.mqtt.stats_interval_s) every(c.mqtt.stats_interval_s * 1000, () => this.mqtt!.publishJson(this.mqtt!.topics.stats, this.statsPayload()));
+    every(1000, () => this.updateGauges());
+    every(100, () => this.scheduler.tick());
     for (const t of this.timers) t.unref();
   }
 
+  private updateGauges(): void {
+    const q = this.mqtt!.queue;
+    this.metrics.mqttQueue.set(q.depth);
+    this.metrics.mqttQueueDropped.set(q.dropped);
+    this.metrics.mqttStoreOk.set(q.storeError ? 0 : 1);
+    this.metrics.workerAlive.set(this.worker?.alive ? 1 : 0);
+  }
+
   topicsBase(): string {
-    return this.mqtt.topics.base;
+    return this.mqtt!.topics.base;
   }
   brokerUrl(): string {
     return this.broker?.url ?? this.cfg.mqtt.url;
@@ -142,231 +206,255 @@ export class Daemon {
     this.ready = true;
     this.notifier.ready();
     this.status(`inspecting (${this.cfg.trigger.mode === 'mqtt' ? 'on PLC trigger' : 'free-run'})`);
-    this.log('info', `ready: camera, model, bundle and broker are up (topics under ${this.mqtt.topics.base}/)`);
+    const broker = this.mqtt!.isConnected ? 'broker connected' : 'broker not connected yet (verdicts queue on disk until it is)';
+    this.log('info', `ready: camera, model and bundle are up, ${broker}; topics under ${this.mqtt!.topics.base}/`);
+  }
+
+  private facts(): HealthFacts {
+    return {
+      now: Date.now(), ready: this.ready, stopping: this.stopping, camera: this.camera.state, mqttConnected: this.mqtt?.isConnected === true,
+      workerAlive: this.worker?.alive === true, storeError: this.mqtt?.queue.storeError ?? null, paused: this.scheduler.isPaused,
+      mode: this.cfg.trigger.mode as TriggerMode, lastInspected: this.lastInspected, startedAt: this.startedAt, stallMs: this.cfg.watchdog.stall_s * 1000,
+    };
   }
 
   private health() {
-    const idleS = (Date.now() - (this.lastInspected || this.startedAt)) / 1000;
-    const ok = this.ready && !this.stopping && this.camera.state !== 'lost' && this.mqtt?.isConnected === true;
-    return { ok, detail: { ready: this.ready, camera: this.camera.state, mqtt: this.mqtt?.isConnected ?? false, seconds_since_inspection: Number(idleS.toFixed(1)), paused: this.paused } };
+    const f = this.facts();
+    const h = assessHealth(f);
+    const detail = { reasons: h.reasons, ready: f.ready, camera: f.camera, mqtt: f.mqttConnected, worker: f.workerAlive, store_error: f.storeError, seconds_since_inspection: Number(((f.now - (f.lastInspected || f.startedAt)) / 1000).toFixed(1)), paused: f.paused };
+    return { ok: h.ok, detail };
   }
 
-  /** WATCHDOG=1 only while the line is really being inspected (or idle by design: trigger, pause, end of replay). */
   private maybeWatchdog(): void {
-    if (!this.ready || this.stopping) return;
-    const idleByDesign = this.cfg.trigger.mode === 'mqtt' || this.paused || this.camera.state === 'ended';
-    const fresh = Date.now() - this.lastInspected < this.cfg.watchdog.stall_s * 1000;
-    if ((fresh || idleByDesign) && this.camera.state !== 'lost') this.notifier.watchdog();
+    if (watchdogOk(this.facts())) this.notifier.watchdog();
+  }
+
+  private onCameraState(s: SourceState, detail: string): void {
+    const changed = s !== this.camera.state;
+    this.camera = { state: s, detail, since: changed ? new Date().toISOString() : this.camera.since };
+    this.metrics.cameraUp.set(s === 'streaming' ? 1 : 0);
+    this.scheduler.camera(s !== 'lost');
+    this.log(s === 'lost' ? 'warn' : 'info', `camera ${s}: ${detail}`);
+    this.mqtt?.publishJson(this.mqtt.topics.camera, this.cameraPayload(), true);
+    if (s === 'lost') this.status(`camera lost: ${detail}`);
+  }
+
+  private cameraPayload(): CameraPayload {
+    return { schema: CAMERA_SCHEMA, ...this.camera, reconnects: this.source?.reconnects ?? 0 };
   }
 
   private onFrame(f: Omit<Frame, 'id'>): void {
     if (this.stopping) return;
-    const frame: Frame = { ...f, id: ++this.frameCounter };
-    this.counts.in++;
+    this.stats.framesIn++;
     this.metrics.framesIn.inc();
-    if (!this.ready && this.mqtt.isConnected) this.markReady();
-    if (this.snapshots.length) {
-      const snap = this.snapshots.shift()!;
-      this.triggered.push({ frame, partId: null, snapshot: snap });
-    } else if (this.paused) {
-      return;
-    } else if (this.cfg.trigger.mode === 'all') {
-      if (this.triggered.length >= ALL_MODE_QUEUE) {
-        this.counts.dropped++;
-        this.metrics.framesDropped.inc();
-        return;
-      }
-      this.triggered.push({ frame, partId: null });
-    } else if (this.cfg.trigger.mode === 'mqtt') {
-      if (!this.pendingTriggers.length) return;
-      this.triggered.push({ frame, partId: this.pendingTriggers.shift()! });
-    } else {
-      if (this.newest) {
-        this.counts.dropped++;
-        this.metrics.framesDropped.inc();
-      }
-      this.newest = { frame, partId: null };
-    }
+    // A frame proves the camera works again, even if the last file or buffer was bad.
+    if (this.camera.state !== 'streaming') this.onCameraState('streaming', 'frames arriving');
+    this.markReady();
+    this.scheduler.offerFrame({ ...f, id: ++this.frameCounter });
     this.pump();
   }
 
-  private onTrigger(partId: string | null): void {
-    if (this.cfg.trigger.mode !== 'mqtt') {
-      this.log('warn', `trigger ${partId ?? '(no part id)'} ignored: trigger.mode is "free"`);
+  private onDropped(what: 'frame' | 'trigger', detail: string): void {
+    if (what === 'frame') {
+      this.stats.dropped++;
+      this.metrics.framesDropped.inc();
       return;
     }
-    if (this.pendingTriggers.length >= 100) {
-      this.log('warn', 'more than 100 triggers waiting for frames: is the camera running? dropping the oldest');
-      this.pendingTriggers.shift();
-    }
-    this.pendingTriggers.push(partId);
+    this.stats.triggers.refused++;
+    this.metrics.triggers.inc({ outcome: 'refused' });
+    // A flood must not flood the journal too: first ten, then every thousandth.
+    const n = this.stats.triggers.refused;
+    if (n <= 10 || n % 1000 === 0) this.log('warn', `${detail} (${n} refused so far)`);
+  }
+
+  private onTrigger(partId: string | null): void {
+    this.stats.triggers.received++;
+    this.scheduler.trigger(partId);
+    this.pump();
   }
 
   private pump(): void {
     if (this.busy || this.stopping) return;
-    const job = this.triggered.shift() ?? this.takeNewest();
-    if (!job) return;
+    const job = this.scheduler.next();
+    if (!job) {
+      const wait = this.scheduler.retryAfterMs();
+      if (wait > 0 && !this.retryTimer) {
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = null;
+          this.pump();
+        }, wait);
+        this.retryTimer.unref();
+      }
+      return;
+    }
     this.busy = this.process(job).finally(() => {
       this.busy = null;
       this.pump();
     });
   }
 
-  private takeNewest(): Job | null {
-    if (!this.newest) return null;
-    const max = this.cfg.trigger.max_fps;
-    if (max > 0) {
-      const wait = this.lastStart + 1000 / max - Date.now();
-      if (wait > 0) {
-        setTimeout(() => this.pump(), wait).unref();
-        return null;
-      }
-    }
-    const j = this.newest;
-    this.newest = null;
-    return j;
-  }
-
   private async process(job: Job): Promise<void> {
-    const { frame } = job;
-    this.lastStart = Date.now();
+    const startedAt = Date.now();
     const c = this.cfg;
+    const snapshot = Boolean(job.snapshot);
     let r;
     try {
-      r = await this.worker.inspect(frame, { heatmap: c.mqtt.heatmap || !!this.archive || !!job.snapshot, image: job.snapshot ? 'always' : c.mqtt.ng_image || this.archive ? 'not-ok' : 'never' });
+      r = await this.worker!.inspect(job.frame, { heatmap: c.mqtt.heatmap || !!this.archive || snapshot, image: snapshot ? 'always' : c.mqtt.ng_image || this.archive ? 'not-ok' : 'never' });
     } catch (e) {
-      this.counts.errors++;
+      this.stats.errors++;
       this.metrics.errors.inc();
-      this.log('error', `frame ${frame.id}: inference failed: ${(e as Error).message}`);
+      this.log('error', `frame ${job.frame.id}: inference failed: ${(e as Error).message}`);
+      if (job.trigger) this.publishNoFrame(job.trigger, 'inference failed');
+      job.snapshot?.(null);
       return;
     }
-    const res = r.result;
-    const now = Date.now();
-    const frameId = `${this.runId}/${frame.id}`;
-    const t = res.timings_ms;
-    const latency = { queue: this.lastStart - frame.capturedAt, inference: r.ms, preprocess: t.preprocess, backbone: t.backbone, route: t.route, knn: t.knn, heatmap: t.heatmap, capture_to_verdict: now - frame.capturedAt };
-    const round = (v: number | null) => (v === null ? null : Number(v.toFixed(5)));
-    const payload: VerdictPayload = {
-      schema: VERDICT_SCHEMA,
-      frame_id: frameId,
-      frame: frame.id,
-      run_id: this.runId,
-      part_id: job.partId,
-      station: c.station,
-      timestamp: new Date(now).toISOString(),
-      captured_at: new Date(frame.capturedAt).toISOString(),
-      verdict: res.verdict,
-      cluster: res.cluster,
-      score: round(res.score),
-      normalised_score: round(res.normalised_score),
-      threshold: round(res.threshold),
-      route: { nearest: res.route.nearest, distance: round(res.route.distance)!, limit: round(res.route.limit)! },
-      latency_ms: Object.fromEntries(Object.entries(latency).map(([k, v]) => [k, Number(v.toFixed(2))])),
-      bundle: { id: this.worker.bundle.bundle_id, created_at: this.worker.bundle.created_at },
-      heatmap: Boolean(r.heatmapJpeg && (c.mqtt.heatmap || job.snapshot)),
-      image: Boolean(r.frameJpeg && (c.mqtt.ng_image || job.snapshot)),
-      ...(frame.path ? { source_file: frame.path } : {}),
-    };
+    const payload = verdictPayload(this.verdictContext(), {
+      frame: job.frame, partId: job.trigger?.partId ?? null, triggeredAt: job.trigger?.at, startedAt, finishedAt: Date.now(), result: r.result, inferenceMs: r.ms,
+      heatmap: Boolean(r.heatmapJpeg && (c.mqtt.heatmap || snapshot)), image: Boolean(r.frameJpeg && (c.mqtt.ng_image || snapshot)),
+    });
     const json = JSON.stringify(payload);
-    void this.mqtt.publishVerdict(json, frameId);
-    if (payload.heatmap) this.mqtt.publishImage(this.mqtt.topics.heatmap, r.heatmapJpeg!, frameId);
-    if (payload.image) this.mqtt.publishImage(this.mqtt.topics.image, r.frameJpeg!, frameId);
-    if (this.archive && res.verdict !== 'OK') {
-      try {
-        this.archive.add(`${frame.id}`, { 'verdict.json': json, ...(r.frameJpeg ? { 'frame.jpg': r.frameJpeg } : {}), ...(r.heatmapJpeg ? { 'heatmap.jpg': r.heatmapJpeg } : {}) });
-      } catch (e) {
-        this.log('warn', `archive: ${(e as Error).message}`);
-      }
-    }
+    const mq = this.mqtt!;
+    mq.publishVerdict(json, payload.frame_id);
+    if (payload.heatmap) mq.publishImage(mq.topics.heatmap, r.heatmapJpeg!, payload.frame_id);
+    if (payload.image) mq.publishImage(mq.topics.image, r.frameJpeg!, payload.frame_id);
+    if (r.result.verdict !== 'OK') this.archiveReject(job.frame.id, json, r);
     job.snapshot?.(payload);
-    this.lastInspected = now;
-    this.counts.inspected++;
-    this.counts[res.verdict]++;
-    this.metrics.framesInspected.inc();
-    this.metrics.verdicts.inc({ cluster: res.cluster ?? 'unknown', verdict: res.verdict });
-    for (const [k, v] of Object.entries(latency)) this.metrics.stage.observe({ stage: k }, v / 1000);
-    this.recentLatency.push(latency.capture_to_verdict);
-    if (this.recentLatency.length > 500) this.recentLatency.shift();
-    if (res.verdict !== 'OK') this.log('info', `frame ${frame.id}${job.partId ? ` part ${job.partId}` : ''}: ${res.verdict} ${res.cluster ?? `(nearest ${res.route.nearest}, distance ${res.route.distance.toFixed(3)} > ${res.route.limit.toFixed(3)})`} score ${res.score?.toFixed(3) ?? '-'}`);
+    this.count(payload, Boolean(job.trigger));
+    if (r.result.verdict !== 'OK') this.logReject(payload);
   }
 
-  stats() {
-    const sorted = [...this.recentLatency].sort((a, b) => a - b);
-    const up = (Date.now() - this.startedAt) / 1000;
+  private verdictContext() {
+    const b = this.worker!.bundle;
+    return { runId: this.runId, station: this.cfg.station, bundle: { id: b.bundle_id, created_at: b.created_at } };
+  }
+
+  private archiveReject(frameId: number, json: string, r: { frameJpeg?: Uint8Array; heatmapJpeg?: Uint8Array }): void {
+    if (!this.archive) return;
+    try {
+      this.archive.add(`${frameId}`, { 'verdict.json': json, ...(r.frameJpeg ? { 'frame.jpg': r.frameJpeg } : {}), ...(r.heatmapJpeg ? { 'heatmap.jpg': r.heatmapJpeg } : {}) });
+    } catch (e) {
+      this.stats.archiveErrors++;
+      this.metrics.archiveErrors.inc();
+      if (this.stats.archiveErrors <= 10 || this.stats.archiveErrors % 1000 === 0) this.log('warn', `archive: ${(e as Error).message} (${this.stats.archiveErrors} entries not archived so far)`);
+    }
+  }
+
+  private count(p: VerdictPayload, triggered: boolean): void {
+    this.lastInspected = Date.now();
+    this.stats.verdict(p.verdict, p.latency_ms.capture_to_verdict);
+    this.metrics.framesInspected.inc();
+    this.metrics.verdicts.inc({ cluster: p.cluster ?? 'unknown', verdict: p.verdict });
+    if (triggered) this.metrics.triggers.inc({ outcome: 'inspected' });
+    for (const [k, v] of Object.entries(p.latency_ms)) this.metrics.stage.observe({ stage: k }, v / 1000);
+  }
+
+  private logReject(p: VerdictPayload): void {
+    const where = p.cluster ?? `(nearest ${p.route!.nearest}, distance ${p.route!.distance.toFixed(3)} > ${p.route!.limit.toFixed(3)})`;
+    this.log('info', `frame ${p.frame}${p.part_id ? ` part ${p.part_id}` : ''}: ${p.verdict} ${where} score ${p.score?.toFixed(3) ?? '-'}`);
+  }
+
+  private publishNoFrame(t: Trigger, reason: NoFrameReason): void {
+    const b = this.worker?.bundle;
+    const p = noFramePayload({ runId: this.runId, station: this.cfg.station, bundle: b ? { id: b.bundle_id, created_at: b.created_at } : null }, t, reason, Date.now());
+    this.mqtt?.publishVerdict(JSON.stringify(p), p.frame_id);
+    this.stats.verdict('NO_FRAME');
+    this.metrics.triggers.inc({ outcome: 'no_frame' });
+    this.metrics.verdicts.inc({ cluster: 'none', verdict: 'NO_FRAME' });
+    this.log('warn', `trigger ${t.partId ?? '(no part id)'}: NO_FRAME (${reason})`);
+  }
+
+  statsPayload(): StatsPayload {
+    const s = this.stats;
+    const q = this.mqtt?.queue;
     return {
-      schema: STATS_SCHEMA,
-      station: this.cfg.station,
-      run_id: this.runId,
-      timestamp: new Date().toISOString(),
-      uptime_s: Math.round(up),
-      frames_in: this.counts.in,
-      inspected: this.counts.inspected,
-      dropped: this.counts.dropped,
-      verdicts: { OK: this.counts.OK, NG: this.counts.NG, UNKNOWN: this.counts.UNKNOWN },
-      inference_errors: this.counts.errors,
-      latency_ms: sorted.length ? { p50: Number(percentile(sorted, 0.5).toFixed(1)), p95: Number(percentile(sorted, 0.95).toFixed(1)), p99: Number(percentile(sorted, 0.99).toFixed(1)) } : null,
-      camera: { ...this.camera, reconnects: this.source?.reconnects ?? 0 },
-      mqtt_queue_depth: this.mqtt?.queueDepth ?? 0,
-      paused: this.paused,
+      schema: STATS_SCHEMA, station: this.cfg.station, run_id: this.runId, timestamp: new Date().toISOString(), uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      frames_in: s.framesIn, inspected: s.inspected, dropped: s.dropped, verdicts: { ...s.verdicts },
+      triggers: { ...s.triggers, pending: this.scheduler.pendingTriggers }, inference_errors: s.errors, worker_restarts: s.workerRestarts,
+      latency_ms: s.latencyPercentiles(), camera: { ...this.camera, reconnects: this.source?.reconnects ?? 0 },
+      mqtt_queue: { depth: q?.depth ?? 0, dropped: q?.dropped ?? 0, store_error: q?.storeError ?? null }, paused: this.scheduler.isPaused,
       bundle: this.worker?.bundle.bundle_id ?? null,
-      archive: this.archive ? { entries: this.archive.count, mb: Number((this.archive.bytes / 2 ** 20).toFixed(1)) } : null,
+      archive: this.archive ? { entries: this.archive.count, mb: Number((this.archive.bytes / 2 ** 20).toFixed(1)), errors: s.archiveErrors } : null,
     };
   }
 
   private async onCommand(name: CommandName, body: Record<string, unknown>): Promise<unknown> {
     switch (name) {
       case 'pause':
-        this.paused = true;
-        this.newest = null;
+        this.scheduler.pause();
         this.log('info', 'paused by command');
         return { paused: true };
       case 'resume':
-        this.paused = false;
+        this.scheduler.resume();
         this.log('info', 'resumed by command');
         return { paused: false };
       case 'get_stats':
-        return this.stats();
+        return this.statsPayload();
       case 'get_config':
         return JSON.parse(this.describeConfig() || '{}');
-      case 'snapshot': {
-        const timeout = Math.max(1000, this.cfg.source.frame_timeout_ms * 2);
-        return new Promise((resolveSnap, reject) => {
-          const timer = setTimeout(() => {
-            this.snapshots = this.snapshots.filter((s) => s !== done);
-            reject(new Error(`no frame within ${timeout} ms: camera ${this.camera.state}`));
-          }, timeout);
-          const done = (v: VerdictPayload) => {
-            clearTimeout(timer);
-            resolveSnap(v);
-          };
-          this.snapshots.push(done);
-        });
-      }
-      case 'reload': {
-        const path = resolve(typeof body.bundle === 'string' && body.bundle ? body.bundle : this.cfg.bundle);
-        if (!existsSync(path)) throw new Error(`bundle ${path} does not exist`);
-        // The worker finishes the frame in hand, swaps the bundle, then takes the next frame.
-        const b: BundleSummary = await this.worker.reload(path);
-        this.log('info', `bundle reloaded: ${b.bundle_id} from ${path} (${b.clusters.length} clusters)`);
-        return b;
-      }
+      case 'snapshot':
+        return this.snapshot();
+      case 'reload':
+        return this.reload(typeof body.bundle === 'string' ? body.bundle : '');
     }
   }
 
-  /** SIGTERM: stop capture, finish the frame in flight, flush verdicts to the broker, exit. */
+  private snapshot(): Promise<VerdictPayload> {
+    const timeout = Math.max(1000, this.cfg.source.frame_timeout_ms * 2);
+    return new Promise((resolveSnap, reject) => {
+      const done = (v: VerdictPayload | null) => {
+        clearTimeout(timer);
+        if (v) resolveSnap(v);
+        else reject(new Error('inference of the snapshot frame failed (see the log)'));
+      };
+      const timer = setTimeout(() => {
+        this.scheduler.cancelSnapshot(done);
+        reject(new Error(`no frame within ${timeout} ms: camera ${this.camera.state}`));
+      }, timeout);
+      this.scheduler.requestSnapshot(done);
+      this.pump();
+    });
+  }
+
+  /** By name from the bundle folder (never an arbitrary path); "" reloads the active bundle file. */
+  private async reload(name: string): Promise<BundleSummary> {
+    const path = name ? this.bundles.resolve(name) : this.worker!.bundle.path;
+    // The worker finishes the frame in hand, swaps the bundle, then takes the next frame.
+    const b = await this.worker!.reload(path);
+    this.bundles.remember(path, this.cfg.bundle);
+    this.log('info', `bundle reloaded: ${b.bundle_id} from ${path} (${b.clusters.length} clusters)`);
+    return b;
+  }
+
+  /** SIGTERM: stop capture, finish frames bound to triggers, answer the rest, flush verdicts, exit. */
   async stop(reason: string): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this.notifier.stopping();
     this.log('info', `stopping (${reason})`);
     for (const t of this.timers) clearInterval(t);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     await this.source?.stop();
     await this.busy;
-    const left = this.mqtt ? await this.mqtt.stop() : 0;
-    if (left) this.log('warn', `${left} verdict(s) not yet acknowledged: kept on disk in ${this.cfg.mqtt.store_dir}, sent at the next start`);
+    await this.finishBound(this.scheduler.stop());
+    await this.closeMqtt();
     await this.worker?.close();
     await this.broker?.close();
     await new Promise<void>((r) => (this.httpServer ? this.httpServer.close(() => r()) : r()));
     this.log('info', 'stopped');
+  }
+
+  private async finishBound(jobs: Job[]): Promise<void> {
+    const until = Date.now() + STOP_FINISH_MS;
+    for (const job of jobs) {
+      if (Date.now() < until && this.worker?.alive) await this.process(job);
+      else if (job.trigger) this.publishNoFrame(job.trigger, 'stopping');
+    }
+  }
+
+  private async closeMqtt(): Promise<void> {
+    if (!this.mqtt) return;
+    const left = await this.mqtt.stop();
+    if (left.onDisk) this.log('warn', `${left.onDisk} verdict(s) not yet acknowledged by the broker: kept on disk in ${this.cfg.mqtt.store_dir}, sent at the next start`);
+    if (left.memoryOnly) this.log('error', `${left.memoryOnly} verdict(s) could not be written to ${this.cfg.mqtt.store_dir} (${this.mqtt.queue.storeError}) and were not acknowledged: they are lost`);
   }
 }

@@ -14,6 +14,12 @@ export class DaemonMetrics {
   readonly mqttUp = new Gauge({ name: 'hce_mqtt_connected', help: '1 while connected to the broker', registers: [this.registry] });
   readonly mqttQueue = new Gauge({ name: 'hce_mqtt_queue_depth', help: 'verdicts published but not yet acknowledged by the broker', registers: [this.registry] });
   readonly errors = new Counter({ name: 'hce_inference_errors_total', help: 'frames whose inference failed', registers: [this.registry] });
+  readonly triggers = new Counter({ name: 'hce_triggers_total', help: 'PLC triggers by outcome (inspected, no_frame, refused)', labelNames: ['outcome'], registers: [this.registry] });
+  readonly workerRestarts = new Counter({ name: 'hce_worker_restarts_total', help: 'inference worker restarts (stuck, crashed or a bundle load that timed out)', registers: [this.registry] });
+  readonly workerAlive = new Gauge({ name: 'hce_worker_alive', help: '1 while the inference worker answers its heartbeat', registers: [this.registry] });
+  readonly mqttQueueDropped = new Gauge({ name: 'hce_mqtt_queue_dropped', help: 'verdicts dropped (oldest first) because the queue bound was reached, since start', registers: [this.registry] });
+  readonly mqttStoreOk = new Gauge({ name: 'hce_mqtt_store_ok', help: '0 while the on-disk verdict queue cannot be written (verdicts are then held in memory only)', registers: [this.registry] });
+  readonly archiveErrors = new Counter({ name: 'hce_archive_errors_total', help: 'NG archive entries that could not be written', registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'hce_process_' });

@@ -1,0 +1,152 @@
+/**
+ * The JSON payloads the station publishes (README "PLC / SCADA integration"), typed and built here so
+ * the daemon hands over facts and never assembles wire formats itself. Fields are only ever added
+ * within a schema version.
+ */
+import type { SourceState } from '../capture/types.ts';
+import type { Verdictable } from '../inspect/protocol.ts';
+import type { NoFrameReason } from '../service/scheduler.ts';
+
+export const VERDICT_SCHEMA = 'hiercore-edge/verdict/1';
+export const STATS_SCHEMA = 'hiercore-edge/stats/1';
+export const CAMERA_SCHEMA = 'hiercore-edge/camera/1';
+
+export type Verdict = 'OK' | 'NG' | 'UNKNOWN' | 'NO_FRAME';
+
+export interface VerdictPayload {
+  schema: typeof VERDICT_SCHEMA;
+  /** unique across restarts: <run_id>/<frame>, or <run_id>/trigger-<n> for NO_FRAME */
+  frame_id: string;
+  /** null for NO_FRAME: no frame was inspected */
+  frame: number | null;
+  run_id: string;
+  part_id: string | null;
+  station: string;
+  timestamp: string;
+  captured_at: string | null;
+  /** when the PLC trigger arrived (trigger mode only) */
+  triggered_at?: string;
+  verdict: Verdict;
+  /** why a trigger got no frame */
+  reason?: NoFrameReason;
+  cluster: string | null;
+  score: number | null;
+  normalised_score: number | null;
+  threshold: number | null;
+  route: { nearest: string; distance: number; limit: number } | null;
+  latency_ms: Record<string, number>;
+  bundle: { id: string; created_at: string } | null;
+  heatmap: boolean;
+  image: boolean;
+  source_file?: string;
+}
+
+export interface CameraPayload {
+  schema: typeof CAMERA_SCHEMA;
+  state: SourceState;
+  detail: string;
+  since: string;
+  reconnects: number;
+}
+
+export interface StatsPayload {
+  schema: typeof STATS_SCHEMA;
+  station: string;
+  run_id: string;
+  timestamp: string;
+  uptime_s: number;
+  frames_in: number;
+  inspected: number;
+  dropped: number;
+  verdicts: Record<Verdict, number>;
+  triggers: { received: number; refused: number; no_frame: number; pending: number };
+  inference_errors: number;
+  worker_restarts: number;
+  latency_ms: { p50: number; p95: number; p99: number } | null;
+  camera: Omit<CameraPayload, 'schema'>;
+  mqtt_queue: { depth: number; dropped: number; store_error: string | null };
+  paused: boolean;
+  bundle: string | null;
+  archive: { entries: number; mb: number; errors: number } | null;
+}
+
+/** What the daemon knows about one station, run and bundle, shared by every verdict. */
+export interface VerdictContext {
+  runId: string;
+  station: string;
+  bundle: { id: string; created_at: string };
+}
+
+export interface InspectedFrame {
+  frame: { id: number; capturedAt: number; path?: string };
+  partId: string | null;
+  triggeredAt?: number;
+  startedAt: number;
+  finishedAt: number;
+  result: Verdictable;
+  inferenceMs: number;
+  heatmap: boolean;
+  image: boolean;
+}
+
+const round5 = (v: number | null) => (v === null ? null : Number(v.toFixed(5)));
+const iso = (ms: number) => new Date(ms).toISOString();
+
+function latencies(x: InspectedFrame): Record<string, number> {
+  const t = x.result.timings_ms;
+  const l: Record<string, number> = { queue: x.startedAt - x.frame.capturedAt, inference: x.inferenceMs, preprocess: t.preprocess, backbone: t.backbone, route: t.route, knn: t.knn, heatmap: t.heatmap, capture_to_verdict: x.finishedAt - x.frame.capturedAt };
+  if (x.triggeredAt !== undefined) l.trigger_to_verdict = x.finishedAt - x.triggeredAt;
+  return Object.fromEntries(Object.entries(l).map(([k, v]) => [k, Number(v.toFixed(2))]));
+}
+
+export function verdictPayload(ctx: VerdictContext, x: InspectedFrame): VerdictPayload {
+  const r = x.result;
+  return {
+    schema: VERDICT_SCHEMA,
+    frame_id: `${ctx.runId}/${x.frame.id}`,
+    frame: x.frame.id,
+    run_id: ctx.runId,
+    part_id: x.partId,
+    station: ctx.station,
+    timestamp: iso(x.finishedAt),
+    captured_at: iso(x.frame.capturedAt),
+    ...(x.triggeredAt !== undefined ? { triggered_at: iso(x.triggeredAt) } : {}),
+    verdict: r.verdict,
+    cluster: r.cluster,
+    score: round5(r.score),
+    normalised_score: round5(r.normalised_score),
+    threshold: round5(r.threshold),
+    route: { nearest: r.route.nearest, distance: round5(r.route.distance)!, limit: round5(r.route.limit)! },
+    latency_ms: latencies(x),
+    bundle: ctx.bundle,
+    heatmap: x.heatmap,
+    image: x.image,
+    ...(x.frame.path ? { source_file: x.frame.path } : {}),
+  };
+}
+
+/** The explicit answer to a trigger that got no frame: the PLC is never left waiting. */
+export function noFramePayload(ctx: Omit<VerdictContext, 'bundle'> & { bundle: VerdictContext['bundle'] | null }, t: { partId: string | null; at: number; seq: number }, reason: NoFrameReason, now: number): VerdictPayload {
+  return {
+    schema: VERDICT_SCHEMA,
+    frame_id: `${ctx.runId}/trigger-${t.seq}`,
+    frame: null,
+    run_id: ctx.runId,
+    part_id: t.partId,
+    station: ctx.station,
+    timestamp: iso(now),
+    captured_at: null,
+    triggered_at: iso(t.at),
+    verdict: 'NO_FRAME',
+    reason,
+    cluster: null,
+    score: null,
+    normalised_score: null,
+    threshold: null,
+    route: null,
+    latency_ms: { trigger_to_verdict: now - t.at },
+    bundle: ctx.bundle,
+    heatmap: false,
+    image: false,
+  };
+}
