@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { SOURCE_KINDS } from '../capture/pipelines.ts';
 import { EXECUTION_PROVIDERS } from '../features/session.ts';
 import { redactConfig } from '../util/redact.ts';
+import { idProblem } from '../publish/sparkplug/topics.ts';
 
 convict.addFormat({
   name: 'positive-number',
@@ -25,6 +26,15 @@ convict.addFormat({
   },
   coerce: (v: unknown) => (v === '' || v === 'null' ? null : Number(v)),
 });
+
+function sparkplugId(emptyOk: boolean) {
+  return (v: unknown) => {
+    if (typeof v !== 'string') throw new Error('must be a string');
+    if (v === '' && emptyOk) return;
+    const p = idProblem('the id', v);
+    if (p) throw new Error(`${p} (Sparkplug ids: 1-64 characters, no + / #)`);
+  };
+}
 
 const SCHEMA = {
     station: { doc: 'station name, the second level of every MQTT topic', format: (v: unknown) => { if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(v)) throw new Error('must be 1-64 characters of letters, digits, _ . -'); }, default: 'station-1', env: 'HCE_STATION', arg: 'station' },
@@ -88,6 +98,15 @@ const SCHEMA = {
       reweight_neighbours: { doc: 'PatchCore Eq. 7 re-weighting: null = as calibrated (the bundle records it); a value that differs from the bundle is an error, since thresholds depend on it', format: 'from-bundle', default: null as number | null, env: 'HCE_SCORING_REWEIGHT_NEIGHBOURS' },
       heatmap_sigma: { doc: 'heatmap Gaussian blur sigma: null = as calibrated; a value that differs from the bundle is an error', format: 'from-bundle', default: null as number | null, env: 'HCE_SCORING_HEATMAP_SIGMA' },
     },
+    sparkplug: {
+      enabled: { doc: 'also publish as a Sparkplug B Edge Node (spBv1.0/<group_id>/…/<node_id>) on a second MQTT connection to the same broker (mqtt.url, credentials, TLS), beside the JSON topics', format: Boolean, default: false, env: 'HCE_SPARKPLUG_ENABLED' },
+      group_id: { doc: 'Sparkplug Group ID (no + / #)', format: sparkplugId(false), default: 'hiercore', env: 'HCE_SPARKPLUG_GROUP_ID' },
+      node_id: { doc: 'Sparkplug Edge Node ID ("" = station); group_id/node_id must be unique in the plant', format: sparkplugId(true), default: '', env: 'HCE_SPARKPLUG_NODE_ID' },
+      device_id: { doc: 'Sparkplug Device ID of the camera', format: sparkplugId(false), default: 'camera', env: 'HCE_SPARKPLUG_DEVICE_ID' },
+      host_id: { doc: 'Primary Host Application ID (e.g. Ignition MQTT Engine\'s "Primary Host ID"): birth only while spBv1.0/STATE/<host_id> says online; "" = do not wait', format: sparkplugId(true), default: '', env: 'HCE_SPARKPLUG_HOST_ID' },
+      period_s: { doc: 'NDATA/DDATA: 0 = on every change; otherwise changes are collected and published every period_s seconds', format: 'nat', default: 1, env: 'HCE_SPARKPLUG_PERIOD_S' },
+      client_id: { doc: 'MQTT client id of the Sparkplug connection ("" = hiercore-edge-<node_id>-spb; must differ from mqtt.client_id)', format: String, default: '', env: 'HCE_SPARKPLUG_CLIENT_ID' },
+    },
     archive: {
       dir: { doc: 'NG/UNKNOWN frames, heatmaps and verdicts are kept here ("" = off)', format: String, default: 'var/archive', env: 'HCE_ARCHIVE_DIR' },
       quota_mb: { doc: 'archive size limit; oldest entries are deleted first', format: 'nat', default: 2048, env: 'HCE_ARCHIVE_QUOTA_MB' },
@@ -149,5 +168,6 @@ function checkCombinations(p: DaemonConfig): void {
   if (s.frame_timeout_ms < 500) throw new DaemonConfigError(`config "source.frame_timeout_ms" = ${s.frame_timeout_ms} is invalid: at least 500`);
   if (p.mqtt.password && !p.mqtt.username) throw new DaemonConfigError('config "mqtt.password" is set but "mqtt.username" is empty: MQTT sends a password only with a user name');
   if ((p.mqtt.cert === '') !== (p.mqtt.key === '')) throw new DaemonConfigError('config "mqtt.cert" and "mqtt.key" go together: set both for a client certificate, or neither');
+  if (p.sparkplug.enabled && p.sparkplug.client_id && p.sparkplug.client_id === p.mqtt.client_id) throw new DaemonConfigError('config "sparkplug.client_id" equals "mqtt.client_id": the Sparkplug connection needs its own client id (its Will is the NDEATH)');
   if (p.mqtt.url && !/^(mqtts?|wss?|tcp|tls):\/\//.test(p.mqtt.url)) throw new DaemonConfigError(`config "mqtt.url" = "${p.mqtt.url}" is invalid: mqtt://host:1883, mqtts://host:8883 (or "" for the embedded broker)`);
 }

@@ -18,6 +18,7 @@ import { startEmbeddedBroker, type EmbeddedBroker } from './embedded-broker.ts';
 import { FrameScheduler, type Job, type NoFrameReason, type Trigger, type TriggerMode } from './scheduler.ts';
 import { assessHealth, watchdogOk, type HealthFacts } from './health.ts';
 import { StationStats } from './station-stats.ts';
+import { SparkplugBridge, type StationEvents } from './sparkplug-bridge.ts';
 import { FolderSource } from '../capture/folder-source.ts';
 import { GstSource } from '../capture/gst-source.ts';
 import { maxPixelsFor } from '../capture/limits.ts';
@@ -57,6 +58,8 @@ export class Daemon {
   private lastInspected = 0;
   private readonly startedAt = Date.now();
   private timers: NodeJS.Timeout[] = [];
+  /** optional outputs beside the JSON topics (Sparkplug B), fed the station's events */
+  private readonly extensions: StationEvents[] = [];
 
   constructor(private readonly cfg: DaemonConfig, private readonly log: Logger, private readonly describeConfig: () => string = () => '') {
     this.notifier = new SystemdNotifier((m) => log('warn', m));
@@ -83,8 +86,9 @@ export class Daemon {
     await this.startWorker(bundle);
     this.abortIfStopping();
     this.status('connecting to MQTT');
-    await this.startMqtt();
+    const broker = await this.startMqtt();
     this.abortIfStopping();
+    if (this.cfg.sparkplug.enabled) await this.startSparkplug(broker);
     this.status('waiting for the camera');
     this.startSource();
     this.startTimers();
@@ -129,7 +133,25 @@ export class Daemon {
     this.log('info', `bundle ${b.bundle_id}: ${b.clusters.map((k) => `${k.name} (${k.size} images, threshold ${k.threshold.toFixed(3)})`).join(', ')}`);
   }
 
-  private async startMqtt(): Promise<void> {
+  private async startSparkplug(broker: { url: string; protocol: 4 | 5 }): Promise<void> {
+    const sp = await SparkplugBridge.start(this.cfg, broker, (name, body) => this.onCommand(name, body), this.log);
+    this.extensions.push(sp);
+    this.emit((x) => x.bundle(this.worker!.bundle));
+    this.log('info', `Sparkplug B edge node ${this.cfg.sparkplug.group_id}/${this.cfg.sparkplug.node_id || this.cfg.station} on ${broker.url}`);
+  }
+
+  /** An extension that throws must not take the station down. */
+  private emit(fn: (x: StationEvents) => void): void {
+    for (const x of this.extensions) {
+      try {
+        fn(x);
+      } catch (e) {
+        this.log('warn', `extension: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private async startMqtt(): Promise<{ url: string; protocol: 4 | 5 }> {
     const c = this.cfg;
     let url = c.mqtt.url;
     let protocol = c.mqtt.protocol_version as 4 | 5;
@@ -156,6 +178,7 @@ export class Daemon {
     );
     // Does not wait for the broker: with it down at boot the line is inspected and verdicts queue.
     await this.mqtt.start();
+    return { url, protocol };
   }
 
   private startSource(): void {
@@ -192,6 +215,7 @@ export class Daemon {
     this.metrics.mqttQueueDropped.set(q.dropped);
     this.metrics.mqttStoreOk.set(q.storeError ? 0 : 1);
     this.metrics.workerAlive.set(this.worker?.alive ? 1 : 0);
+    this.emit((x) => x.tick(q.depth, this.stats.latencyPercentiles()));
   }
 
   topicsBase(): string {
@@ -236,6 +260,7 @@ export class Daemon {
     this.scheduler.camera(s !== 'lost');
     this.log(s === 'lost' ? 'warn' : 'info', `camera ${s}: ${detail}`);
     this.mqtt?.publishJson(this.mqtt.topics.camera, this.cameraPayload(), true);
+    this.emit((x) => x.camera(s));
     if (s === 'lost') this.status(`camera lost: ${detail}`);
   }
 
@@ -346,6 +371,7 @@ export class Daemon {
     this.metrics.verdicts.inc({ cluster: p.cluster ?? 'unknown', verdict: p.verdict });
     if (triggered) this.metrics.triggers.inc({ outcome: 'inspected' });
     for (const [k, v] of Object.entries(p.latency_ms)) this.metrics.stage.observe({ stage: k }, v / 1000);
+    this.emit((x) => x.verdict(p, { ...this.stats.verdicts }, this.stats.latencyPercentiles()));
   }
 
   private logReject(p: VerdictPayload): void {
@@ -360,6 +386,7 @@ export class Daemon {
     this.stats.verdict('NO_FRAME');
     this.metrics.triggers.inc({ outcome: 'no_frame' });
     this.metrics.verdicts.inc({ cluster: 'none', verdict: 'NO_FRAME' });
+    this.emit((x) => x.verdict(p, { ...this.stats.verdicts }, this.stats.latencyPercentiles()));
     this.log('warn', `trigger ${t.partId ?? '(no part id)'}: NO_FRAME (${reason})`);
   }
 
@@ -381,10 +408,12 @@ export class Daemon {
     switch (name) {
       case 'pause':
         this.scheduler.pause();
+        this.emit((x) => x.paused(true));
         this.log('info', 'paused by command');
         return { paused: true };
       case 'resume':
         this.scheduler.resume();
+        this.emit((x) => x.paused(false));
         this.log('info', 'resumed by command');
         return { paused: false };
       case 'get_stats':
@@ -421,6 +450,7 @@ export class Daemon {
     // The worker finishes the frame in hand, swaps the bundle, then takes the next frame.
     const b = await this.worker!.reload(path);
     this.bundles.remember(path, this.cfg.bundle);
+    this.emit((x) => x.bundle(b));
     this.log('info', `bundle reloaded: ${b.bundle_id} from ${path} (${b.clusters.length} clusters)`);
     return b;
   }
@@ -436,6 +466,7 @@ export class Daemon {
     await this.source?.stop();
     await this.busy;
     await this.finishBound(this.scheduler.stop());
+    for (const x of this.extensions) await x.stop().catch((e: Error) => this.log('warn', `extension stop: ${e.message}`));
     await this.closeMqtt();
     await this.worker?.close();
     await this.broker?.close();
