@@ -108,6 +108,16 @@ test('daemon: 300 replayed frames give 300 verdicts with the planted defects NG,
     const good = vs.filter((v) => v.source_file!.includes('_good'));
     assert.equal(bad.length, 60);
     assert.equal(bad.filter((v) => v.verdict === 'NG').length, 60, 'every planted defect is NG');
+    // Each NG verdict says where: one of its regions lies on the planted defect (frame pixels).
+    for (const v of bad) {
+      const i = Number(/(\d{4})_bad/.exec(v.source_file!)![1]);
+      const d = { x: 30 + (i % 30), y: 35 + (i % 20), w: 10, h: 6 };
+      assert.ok(v.regions && v.regions.length >= 1 && v.regions.length <= 8, `regions on NG frame ${i}`);
+      // The synthetic backbone's grid is 8 px: a region may sit up to 1.5 cells off the painted box.
+      const near = v.regions.some(({ centroid: [cx, cy] }) => Math.hypot(cx - (d.x + d.w / 2), cy - (d.y + d.h / 2)) <= 12);
+      assert.ok(near, `a region of frame ${i} lies on the defect at ${JSON.stringify(d)}: ${JSON.stringify(v.regions)}`);
+    }
+    assert.ok(good.filter((v) => v.verdict === 'OK').every((v) => v.regions === undefined), 'OK verdicts carry no regions');
     const goodOk = good.filter((v) => v.verdict === 'OK').length;
     assert.ok(goodOk >= 0.97 * good.length, `good parts OK: ${goodOk}/${good.length}`);
     for (const v of vs.slice(0, 5)) {

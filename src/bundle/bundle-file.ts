@@ -19,6 +19,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { constants as bufferConstants } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
+import type { DefectTypes } from '../explain/discover.ts';
 import { writeFileAtomic } from '../util/files.ts';
 import { checkFramedPayload, decodeFramedHeader, encodeFramed, type FramedFormat } from '../util/framed-file.ts';
 import { BankFileError, decodeBank, encodeBank, type Bank } from '../score/bank-file.ts';
@@ -101,6 +102,8 @@ export interface BundleHeader {
     clustering?: { hierarchy: { count: number; silhouette: number | null }[]; chosen: number; reason: string; merged: unknown[] };
     duration_s: number;
   };
+  /** defect types per cluster, from `hiercore-edge defects discover` (optional) */
+  defect_types?: DefectTypes;
   clusters: ClusterInfo[];
 }
 
@@ -328,6 +331,7 @@ function checkHeader(raw: unknown, version: number, label: string): BundleHeader
   s.oneOf(calibration.mode, 'calibration.mode', ['cluster', 'known_class']);
   s.int(calibration.images, 'calibration.images');
   s.array(h.clusters, 'clusters', 1).forEach((c, i) => checkCluster(s, c, i, semanticDim));
+  if (h.defect_types !== undefined) s.array(s.object(h.defect_types, 'defect_types').clusters, 'defect_types.clusters');
   return { ...h, format_version: version, scoring, settings } as unknown as BundleHeader;
 }
 

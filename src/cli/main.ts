@@ -19,6 +19,8 @@ import { readBundleFile, readBundleHeader, writeBundleFile, type BundleHeader } 
 import { Inspector } from '../inspect/inspector.ts';
 import { listImagesRecursive } from '../eval/dataset.ts';
 import { KEY_MODES } from '../route/router.ts';
+import { defectTypesEvaluation, readDefectTypes, registerDefectCommands } from './defects.ts';
+import { newBundleId } from '../bundle/bundle-file.ts';
 import { join, relative, sep, basename } from 'node:path';
 
 function parseSize(v: string): string {
@@ -142,15 +144,18 @@ export function buildProgram(): Command {
       .option('--multiclass', 'HierCore scenarios on a mixed stream of all categories (labels or not at calibration x inspection, one-bank baseline, unknown product)')
       .option('--frr <rate>', 'multiclass: target false-reject rate for the calibrated thresholds', parseNum)
       .option('--folds <k>', 'multiclass: k-fold splits for held-out good scores', parseIntArg)
-      .option('--keys <mode>', `multiclass: routing keys per cluster: ${KEY_MODES.join(' | ')}`),
-  ).action(async (o: EngineFlags & { dataset: string; categories?: string; json?: string; saveHeatmaps?: string; heatmapsPerCategory: number; testStride: number; multiclass?: boolean; frr?: number; folds?: number; keys?: string }) => {
+      .option('--keys <mode>', `multiclass: routing keys per cluster: ${KEY_MODES.join(' | ')}`)
+      .option('--defect-types', 'defect regions and type discovery per category (test/<defect_type>/ folders): region IoU, count match, NMI/ARI/F1'),
+  ).action(async (o: EngineFlags & { dataset: string; categories?: string; json?: string; saveHeatmaps?: string; heatmapsPerCategory: number; testStride: number; multiclass?: boolean; defectTypes?: boolean; frr?: number; folds?: number; keys?: string }) => {
     const over: Record<string, unknown> = {};
     if (o.frr !== undefined) over.frr_target = o.frr;
     if (o.folds !== undefined) over.folds = o.folds;
     if (o.keys) over.keys = o.keys;
     const c = engineConfig(o, { calibration: over });
     const categories = o.categories ? o.categories.split(',').map((s) => s.trim()).filter(Boolean) : listCategories(o.dataset);
-    const report = o.multiclass
+    const report = o.defectTypes
+      ? await defectTypesEvaluation(c, resolve(o.dataset), categories)
+      : o.multiclass
       ? await evaluateMulticlass({ ...calibrationOptions(c), dataset: resolve(o.dataset), categories, testStride: o.testStride }, new Progress())
       : await evaluate(
       {
@@ -262,6 +267,22 @@ export function buildProgram(): Command {
       for (const cl of info.clusters) console.log(`  [${cl.id}] ${cl.name}: ${cl.size} images at ${cl.input}, bank ${cl.bank_size}, threshold ${cl.threshold.toFixed(4)} (${cl.threshold_source}), routing limit ${cl.routing_limit.toFixed(4)}`);
     });
 
+  bundle
+    .command('set-types <bundle> <types.json>')
+    .description('store the defect types of "defects discover" (and their names) in a bundle; writes a new bundle with a new id')
+    .requiredOption('--out <file>', 'the new bundle (load it with the reload command)')
+    .action((file: string, typesFile: string, o: { out: string }) => {
+      const b = readBundleFile(resolve(file));
+      const types = readDefectTypes(resolve(typesFile));
+      if (types.backbone.onnx_sha256 !== b.header.backbone.onnx_sha256) throw new Error(`${typesFile} was discovered with backbone "${types.backbone.id}", the bundle uses "${b.header.backbone.id}": run defects discover with this bundle's backbone`);
+      const known = new Set(b.header.clusters.map((c) => c.name));
+      const stray = types.clusters.filter((t) => !known.has(t.cluster)).map((t) => t.cluster);
+      if (stray.length) throw new Error(`${typesFile} has types for cluster(s) ${stray.join(', ')} that are not in ${file}`);
+      const header = { ...b.header, bundle_id: newBundleId(), created_at: new Date().toISOString(), defect_types: types };
+      writeBundleFile(resolve(o.out), { ...b, header });
+      console.error(`wrote ${o.out} (bundle ${header.bundle_id}): ${types.clusters.map((t) => `${t.cluster}: ${t.types.map((x) => x.name ?? x.id).join(', ')}`).join('; ')}`);
+    });
+
   engineOptions(
     program
       .command('inspect <images...>')
@@ -331,6 +352,7 @@ export function buildProgram(): Command {
       });
       await runDaemon(loaded, true);
     });
+  registerDefectCommands(program);
   return program;
 }
 

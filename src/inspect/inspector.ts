@@ -13,6 +13,9 @@ import { resolveInputSize } from '../config.ts';
 import { BundleFileError, checkScoringOverrides, NO_SCORING_OVERRIDES, type Bundle, type ClusterInfo, type ScoringOverrides } from '../bundle/bundle-file.ts';
 import { normaliseScore } from '../calibrate/threshold.ts';
 import { encodeRgb, overlayRgb } from '../score/overlay.ts';
+import { drawBoxes, findRegions, type Box, type Region } from '../explain/regions.ts';
+import { describeRegions } from '../explain/descriptors.ts';
+import { typeRegions, type ClusterTypes } from '../explain/discover.ts';
 
 export type VerdictKind = 'OK' | 'NG' | 'UNKNOWN';
 
@@ -32,7 +35,11 @@ export interface InspectionResult {
   fitted: Uint8Array;
   geometry: Geometry;
   input: { width: number; height: number };
-  timings_ms: { preprocess: number; backbone: number; route: number; knn: number; reweight: number; heatmap: number };
+  timings_ms: { preprocess: number; backbone: number; route: number; knn: number; reweight: number; heatmap: number; regions: number };
+  /** NG only: defect regions in frame pixels (MEBin), typed when the bundle has defect types */
+  regions: Region[] | null;
+  /** the same regions' boxes in input pixels, for drawing on the heatmap */
+  region_boxes: Box[];
 }
 
 /** Scoring settings come from the bundle (its thresholds hold only under them), not from here. */
@@ -47,6 +54,8 @@ interface LoadedCluster {
   info: ClusterInfo;
   settings: FeatureSettings;
   scorer: PatchScorer;
+  /** defect types discovered from this cluster's rejects (hiercore-edge defects discover) */
+  types: ClusterTypes | null;
 }
 
 export class Inspector {
@@ -78,7 +87,7 @@ export class Inspector {
         const b = c.bank;
         if (b.header.features.grid[0] !== ex.gridHeight || b.header.features.grid[1] !== ex.gridWidth) throw new BundleFileError(`cluster ${c.info.name}: bank grid ${b.header.features.grid} does not match the backbone's ${ex.gridHeight}x${ex.gridWidth}`);
         const scorer = await PatchScorer.create(b.vectors, b.header.count, b.header.dim, scorerOptionsFor(ex, scoring));
-        loaded.push({ info: c.info, settings, scorer });
+        loaded.push({ info: c.info, settings, scorer, types: h.defect_types?.clusters.find((t) => t.cluster === c.info.name) ?? null });
       }
       const router = new Router(bundle.clusters.map((c) => ({ keys: c.keys, count: c.info.keys.count, limit: c.info.routing_limit })), h.semantic_dim);
       return new Inspector(bundle, pool, router, loaded);
@@ -103,7 +112,7 @@ export class Inspector {
     const rs = this.routingSettings(img);
     const ex = await this.pool.get(rs);
     let f = await ex.extract(img);
-    const timings = { preprocess: f.timings.preprocess, backbone: f.timings.backbone, route: 0, knn: 0, reweight: 0, heatmap: 0 };
+    const timings = { preprocess: f.timings.preprocess, backbone: f.timings.backbone, route: 0, knn: 0, reweight: 0, heatmap: 0, regions: 0 };
     const t0 = performance.now();
     const route: Route = this.router.route(f.semantic);
     timings.route = performance.now() - t0;
@@ -111,21 +120,28 @@ export class Inspector {
     const routeInfo = { nearest: nearest.info.name, nearest_id: route.nearest, distance: route.distance, limit: route.limit, margin: route.margin };
     const target = cluster ?? route.cluster;
     if (target === null) {
-      return { verdict: 'UNKNOWN', cluster: null, cluster_id: null, score: null, normalised_score: null, threshold: null, route: routeInfo, heatmap: null, fitted: f.fitted, geometry: f.geometry, input: { width: rs.width, height: rs.height }, timings_ms: timings };
+      return { verdict: 'UNKNOWN', cluster: null, cluster_id: null, score: null, normalised_score: null, threshold: null, route: routeInfo, heatmap: null, fitted: f.fitted, geometry: f.geometry, input: { width: rs.width, height: rs.height }, timings_ms: timings, regions: null, region_boxes: [] };
     }
     const c = this.clusters[target];
     if (!c) throw new Error(`cluster ${target} is not in this bundle (it has ${this.clusters.length})`);
+    let cex = ex;
     if (c.settings.width !== rs.width || c.settings.height !== rs.height) {
       // The cluster was calibrated at another input size (frames of a different aspect ratio).
-      f = await (await this.pool.get(c.settings)).extract(img);
+      cex = await this.pool.get(c.settings);
+      f = await cex.extract(img);
       timings.preprocess += f.timings.preprocess;
       timings.backbone += f.timings.backbone;
     }
     const r = await c.scorer.score(f.patches);
     Object.assign(timings, { knn: r.timings.knn, reweight: r.timings.reweight, heatmap: r.timings.heatmap });
     const median = c.info.statistics.nominal.p50;
+    const verdict = r.score > c.info.threshold ? 'NG' : 'OK';
+    const t1 = performance.now();
+    // OK frames pay nothing for regions.
+    const found = verdict === 'NG' ? this.regionsOf(c, r.heatmap, f, img, { width: cex.gridWidth, height: cex.gridHeight }) : null;
+    timings.regions = performance.now() - t1;
     return {
-      verdict: r.score > c.info.threshold ? 'NG' : 'OK',
+      verdict,
       cluster: c.info.name,
       cluster_id: c.info.id,
       score: r.score,
@@ -137,7 +153,26 @@ export class Inspector {
       geometry: f.geometry,
       input: { width: c.settings.width, height: c.settings.height },
       timings_ms: timings,
+      regions: found?.regions ?? null,
+      region_boxes: found?.boxes ?? [],
     };
+  }
+
+  /** MEBin regions of an NG map, in frame pixels; typed against the cluster's defect types if any. */
+  private regionsOf(c: LoadedCluster, heatmap: Float32Array, f: { patches: Float32Array; geometry: Geometry }, img: RgbImage, grid: { width: number; height: number }): { regions: Region[]; boxes: Box[] } {
+    const input = { width: c.settings.width, height: c.settings.height };
+    const stats = { threshold: c.info.threshold, p50: c.info.statistics.nominal.p50 };
+    const fr = findRegions(heatmap, input, f.geometry, img, stats);
+    let regions = fr.regions;
+    if (c.types && regions.length) {
+      const ds = describeRegions({ patches: f.patches, dim: c.settings.dim, grid, heatmap, labels: fr.mebin.labels, input, low: stats.threshold, ...stats, content: f.geometry.content }, fr.input);
+      try {
+        regions = typeRegions(regions, ds, c.types);
+      } catch {
+        // A defect-type table that does not fit this cluster's features leaves the regions untyped.
+      }
+    }
+    return { regions, boxes: fr.input.map((x) => x.bbox) };
   }
 
   /**
@@ -148,7 +183,9 @@ export class Inspector {
     if (!r.heatmap || r.threshold === null || r.cluster_id === null) return null;
     const median = this.clusters[r.cluster_id].info.statistics.nominal.p50;
     const { width, height } = r.input;
-    return new Uint8Array(await encodeRgb(overlayRgb(r.fitted, r.heatmap, width, height, median, 2 * r.threshold - median), width, height, format));
+    const rgb = overlayRgb(r.fitted, r.heatmap, width, height, median, 2 * r.threshold - median);
+    if (r.region_boxes.length) drawBoxes(rgb, width, height, r.region_boxes);
+    return new Uint8Array(await encodeRgb(rgb, width, height, format));
   }
 
   async release(): Promise<void> {

@@ -13,7 +13,7 @@ export interface WorkerInit {
   maxBundleBytes?: number;
 }
 
-export type Verdictable = Omit<InspectionResult, 'heatmap' | 'geometry' | 'fitted'>;
+export type Verdictable = Omit<InspectionResult, 'heatmap' | 'geometry' | 'fitted' | 'region_boxes'>;
 
 export type ToWorker =
   | { type: 'inspect'; id: number; width: number; height: number; data: ArrayBuffer; heatmap: boolean; image: 'always' | 'not-ok' | 'never' }

@@ -64,7 +64,7 @@ async function handle(m: ToWorker): Promise<void> {
   try {
     const img = { width: m.width, height: m.height, data: new Uint8Array(m.data) };
     const r = await inspector.inspect(img);
-    const { heatmap: _h, geometry: _g, fitted: _f, ...result } = r;
+    const { heatmap: _h, geometry: _g, fitted: _f, region_boxes: _b, ...result } = r;
     const heatmapJpeg = m.heatmap ? ((await inspector.heatmapImage(r, 'jpeg')) ?? undefined) : undefined;
     let frameJpeg: Uint8Array | undefined;
     if (m.image === 'always' || (m.image === 'not-ok' && r.verdict !== 'OK')) frameJpeg = new Uint8Array(await encodeRgb(img.data, img.width, img.height, 'jpeg'));

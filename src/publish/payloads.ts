@@ -6,6 +6,7 @@
 import type { SourceState } from '../capture/types.ts';
 import type { Verdictable } from '../inspect/protocol.ts';
 import type { NoFrameReason } from '../service/scheduler.ts';
+import type { Region } from '../explain/regions.ts';
 
 export const VERDICT_SCHEMA = 'hiercore-edge/verdict/1';
 export const STATS_SCHEMA = 'hiercore-edge/stats/1';
@@ -38,6 +39,8 @@ export interface VerdictPayload {
   bundle: { id: string; created_at: string } | null;
   heatmap: boolean;
   image: boolean;
+  /** NG only: defect regions in frame pixels, largest first; `type` when the bundle has defect types */
+  regions?: Region[];
   source_file?: string;
 }
 
@@ -94,7 +97,7 @@ const iso = (ms: number) => new Date(ms).toISOString();
 
 function latencies(x: InspectedFrame): Record<string, number> {
   const t = x.result.timings_ms;
-  const l: Record<string, number> = { queue: x.startedAt - x.frame.capturedAt, inference: x.inferenceMs, preprocess: t.preprocess, backbone: t.backbone, route: t.route, knn: t.knn, heatmap: t.heatmap, capture_to_verdict: x.finishedAt - x.frame.capturedAt };
+  const l: Record<string, number> = { queue: x.startedAt - x.frame.capturedAt, inference: x.inferenceMs, preprocess: t.preprocess, backbone: t.backbone, route: t.route, knn: t.knn, heatmap: t.heatmap, regions: t.regions, capture_to_verdict: x.finishedAt - x.frame.capturedAt };
   if (x.triggeredAt !== undefined) l.trigger_to_verdict = x.finishedAt - x.triggeredAt;
   return Object.fromEntries(Object.entries(l).map(([k, v]) => [k, Number(v.toFixed(2))]));
 }
@@ -121,6 +124,7 @@ export function verdictPayload(ctx: VerdictContext, x: InspectedFrame): VerdictP
     bundle: ctx.bundle,
     heatmap: x.heatmap,
     image: x.image,
+    ...(r.regions ? { regions: r.regions } : {}),
     ...(x.frame.path ? { source_file: x.frame.path } : {}),
   };
 }

@@ -369,6 +369,7 @@ export class Daemon {
     this.stats.verdict(p.verdict, p.latency_ms.capture_to_verdict);
     this.metrics.framesInspected.inc();
     this.metrics.verdicts.inc({ cluster: p.cluster ?? 'unknown', verdict: p.verdict });
+    for (const r of p.regions ?? []) this.metrics.defectRegions.inc({ cluster: p.cluster ?? 'unknown', type: r.type ?? 'untyped' });
     if (triggered) this.metrics.triggers.inc({ outcome: 'inspected' });
     for (const [k, v] of Object.entries(p.latency_ms)) this.metrics.stage.observe({ stage: k }, v / 1000);
     this.emit((x) => x.verdict(p, { ...this.stats.verdicts }, this.stats.latencyPercentiles()));

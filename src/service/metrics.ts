@@ -19,6 +19,7 @@ export class DaemonMetrics {
   readonly workerAlive = new Gauge({ name: 'hce_worker_alive', help: '1 while the inference worker answers its heartbeat', registers: [this.registry] });
   readonly mqttQueueDropped = new Gauge({ name: 'hce_mqtt_queue_dropped', help: 'verdicts dropped (oldest first) because the queue bound was reached, since start', registers: [this.registry] });
   readonly mqttStoreOk = new Gauge({ name: 'hce_mqtt_store_ok', help: '0 while the on-disk verdict queue cannot be written (verdicts are then held in memory only)', registers: [this.registry] });
+  readonly defectRegions = new Counter({ name: 'hce_defect_regions_total', help: 'defect regions on NG parts by cluster and defect type ("untyped" without defect types in the bundle, "new" for none of them)', labelNames: ['cluster', 'type'], registers: [this.registry] });
   readonly archiveErrors = new Counter({ name: 'hce_archive_errors_total', help: 'NG archive entries that could not be written', registers: [this.registry] });
 
   constructor() {
