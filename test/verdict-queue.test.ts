@@ -133,8 +133,11 @@ test('verdict queue: damaged records and unknown files are moved to corrupt/ wit
   writeFileSync(join(v, 'notes.txt'), 'garbage');
   writeFileSync(join(v, '0000000000000009.v'), encodeRecord(8, 'renamed', Buffer.from('{}')));
   writeFileSync(join(v, '0000000000000006.v.tmp'), 'half a record');
+  // A complete temp record is a verdict whose rename was cut off (kill, power cut): it is kept.
+  writeFileSync(join(v, '0000000000000007.v.tmp'), encodeRecord(7, 'f/7', Buffer.from('{"n":7}')));
   const again = await open();
-  assert.deepEqual([...again.seqs()], [1, 2, 5]);
+  assert.deepEqual([...again.seqs()], [1, 2, 5, 7]);
+  assert.equal((await again.read(7))?.frameId, 'f/7');
   assert.equal(again.stats.corrupt, 4);
   const moved = readdirSync(join(dir, 'corrupt'));
   assert.equal(moved.length, 4, moved.join());
@@ -143,6 +146,7 @@ test('verdict queue: damaged records and unknown files are moved to corrupt/ wit
   const warn = logs.find((l) => /damaged or unknown/.test(l)) ?? '';
   assert.match(warn, /^warn .*4 damaged or unknown file\(s\) NOT sent, 4 moved to .*corrupt.*checksum mismatch/);
   assert.equal(again.push('f/next', '{}'), 10, 'never reuses the sequence of a damaged record');
+  assert.ok(!existsSync(join(v, '0000000000000007.v.tmp')) && existsSync(join(v, '0000000000000007.v')), 'recovered temp record renamed into place');
   await again.close();
 });
 

@@ -336,10 +336,13 @@ export class VerdictQueue {
     const found: number[] = [];
     for (const name of names) {
       const m = REC_NAME.exec(name);
-      if (name.endsWith('.tmp')) await this.fs.unlink(join(this.vdir, name)).catch(() => {});
-      else if (m) found.push(Number(m[1]));
+      if (name.endsWith('.tmp')) {
+        const seq = await this.recoverTemp(name);
+        if (seq !== null) found.push(seq);
+      } else if (m) found.push(Number(m[1]));
       else bad.push({ name, why: 'not a verdict record name' });
     }
+    found.splice(0, found.length, ...new Set(found));
     const sizes = await mapChunked(found, (seq) => this.checkRecord(seq));
     found.forEach((seq, i) => {
       const size = sizes[i];
@@ -352,6 +355,27 @@ export class VerdictQueue {
     await this.quarantine(bad);
     if (this.recs.size) this.o.log('info', `verdict queue ${this.o.dir}: ${this.recs.size} verdict(s) (${(this.totalBytes / 2 ** 20).toFixed(1)} MB) waiting from before, read in ${Date.now() - t0} ms`);
     this.enforceBounds();
+  }
+
+  /**
+   * A complete, checksummed temp record is a verdict whose rename a power cut or a kill interrupted:
+   * keep it. A torn one was never counted as stored: delete it.
+   */
+  private async recoverTemp(name: string): Promise<number | null> {
+    const m = REC_NAME.exec(name.slice(0, -'.tmp'.length));
+    const path = join(this.vdir, name);
+    if (m) {
+      const seq = Number(m[1]);
+      try {
+        decodeRecord(this.fs.readFileSync(path), seq);
+        await this.fs.rename(path, join(this.vdir, recName(seq)));
+        return seq;
+      } catch {
+        // torn or foreign: falls through to deletion
+      }
+    }
+    await this.fs.unlink(path).catch(() => {});
+    return null;
   }
 
   /** The record's size, or why it cannot be sent. */
