@@ -14,7 +14,10 @@ function arg(name: string, dflt: string): string {
 /** A smooth background near the good parts' median with 1-3 Gaussian defects above threshold. */
 function syntheticMap(w: number, h: number, seed: number): Float32Array {
   let s = seed;
-  const rnd = () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+  const rnd = () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
   const m = new Float32Array(w * h);
   const blobs = Array.from({ length: 1 + Math.floor(rnd() * 3) }, () => ({ x: rnd() * w, y: rnd() * h, r: 4 + rnd() * 20, a: 1.2 + rnd() * 2 }));
   for (let y = 0; y < h; y++) {
@@ -42,4 +45,6 @@ for (const m of maps) {
 }
 times.sort((a, b) => a - b);
 const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))].toFixed(2);
-console.log(`regions on ${n} maps of ${w}x${h}: mean ${(times.reduce((a, b) => a + b, 0) / n).toFixed(2)} ms, p50 ${q(0.5)} ms, p95 ${q(0.95)} ms per map; ${(regions / n).toFixed(2)} regions per map`);
+console.log(
+  `regions on ${n} maps of ${w}x${h}: mean ${(times.reduce((a, b) => a + b, 0) / n).toFixed(2)} ms, p50 ${q(0.5)} ms, p95 ${q(0.95)} ms per map; ${(regions / n).toFixed(2)} regions per map`,
+);

@@ -16,11 +16,48 @@ const dir = mkdtempSync(join(tmpdir(), 'hce-fault-70k-'));
 const verdictTopic = 'hce/fault/verdict';
 
 function verdict(i: number): string {
-  return JSON.stringify({ schema: 'hiercore-edge/verdict/1', frame_id: `run-70k/${i}`, frame: i, run_id: 'run-70k', part_id: `P-${i}`, station: 'fault', timestamp: new Date().toISOString(), verdict: i % 7 ? 'OK' : 'NG', cluster: 'cluster-0', score: 1.234, normalised_score: 0.45, threshold: 2.74, route: { nearest: 'cluster-0', distance: 0.093, limit: 0.115 }, latency_ms: { queue: 1, inference: 38.2, preprocess: 2.1, backbone: 7.1, route: 0.9, knn: 6.3, heatmap: 0.9, capture_to_verdict: 40 }, bundle: { id: 'b', created_at: '2025-01-01T00:00:00Z' }, heatmap: true, image: false });
+  return JSON.stringify({
+    schema: 'hiercore-edge/verdict/1',
+    frame_id: `run-70k/${i}`,
+    frame: i,
+    run_id: 'run-70k',
+    part_id: `P-${i}`,
+    station: 'fault',
+    timestamp: new Date().toISOString(),
+    verdict: i % 7 ? 'OK' : 'NG',
+    cluster: 'cluster-0',
+    score: 1.234,
+    normalised_score: 0.45,
+    threshold: 2.74,
+    route: { nearest: 'cluster-0', distance: 0.093, limit: 0.115 },
+    latency_ms: { queue: 1, inference: 38.2, preprocess: 2.1, backbone: 7.1, route: 0.9, knn: 6.3, heatmap: 0.9, capture_to_verdict: 40 },
+    bundle: { id: 'b', created_at: '2025-01-01T00:00:00Z' },
+    heatmap: true,
+    image: false,
+  });
 }
 
 function publisher(url: string, store: string): MqttPublisher {
-  const s: MqttSettings = { url, prefix: 'hce', station: 'fault', protocol_version: 5, client_id: '', username: '', password: '', ca: '', cert: '', key: '', reject_unauthorized: true, store_dir: store, keepalive_s: 30, commands: { control: false, token: '', maxBytes: 65536 }, queue_max: 200_000, queue_max_bytes: 512 * 2 ** 20, max_packet_bytes: 65536 + 4096, queue_fsync: process.argv.includes('--fsync') };
+  const s: MqttSettings = {
+    url,
+    prefix: 'hce',
+    station: 'fault',
+    protocol_version: 5,
+    client_id: '',
+    username: '',
+    password: '',
+    ca: '',
+    cert: '',
+    key: '',
+    reject_unauthorized: true,
+    store_dir: store,
+    keepalive_s: 30,
+    commands: { control: false, token: '', maxBytes: 65536 },
+    queue_max: 200_000,
+    queue_max_bytes: 512 * 2 ** 20,
+    max_packet_bytes: 65536 + 4096,
+    queue_fsync: process.argv.includes('--fsync'),
+  };
   return new MqttPublisher(s, { log: (l, m) => l !== 'info' && console.error(`  [${l}] ${m.slice(0, 200)}`), trigger: () => {}, command: async () => null, connection: () => {} });
 }
 
@@ -71,19 +108,25 @@ await sub.c.endAsync();
 await broker.stop();
 
 const unique = [...sub.seen.keys()].filter((k) => Number(k.split('/')[1]) < N).length;
-console.log(JSON.stringify({
-  verdicts: N,
-  enqueue_ms: enqueueMs,
-  all_on_disk_ms: writtenMs,
-  stop_left: left,
-  disk_bytes: diskBytes,
-  queue_startup_ms: startupMs,
-  queued_after_restart: queuedAfterRestart,
-  deliver_ms: deliverMs,
-  delivered_unique: unique,
-  lost: N - unique,
-  duplicates: sub.total() - unique,
-  left_after_delivery: after,
-  peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
-}, null, 1));
+console.log(
+  JSON.stringify(
+    {
+      verdicts: N,
+      enqueue_ms: enqueueMs,
+      all_on_disk_ms: writtenMs,
+      stop_left: left,
+      disk_bytes: diskBytes,
+      queue_startup_ms: startupMs,
+      queued_after_restart: queuedAfterRestart,
+      deliver_ms: deliverMs,
+      delivered_unique: unique,
+      lost: N - unique,
+      duplicates: sub.total() - unique,
+      left_after_delivery: after,
+      peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    },
+    null,
+    1,
+  ),
+);
 process.exit(0);

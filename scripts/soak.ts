@@ -30,12 +30,21 @@ const broker = new Mosquitto(join(dir, 'broker'), await freePort());
 await broker.start();
 const metricsPort = await freePort();
 const cfg = join(dir, 'site.json');
-writeFileSync(cfg, JSON.stringify({
-  station: 'soak', backbone, bundle, state_dir: join(dir, 'state'),
-  source: { kind: 'folder', path: join(dir, 'stream'), fps: 25, loop: true },
-  trigger: { mode: 'all' }, mqtt: { url: broker.url, store_dir: join(dir, 'store'), stats_interval_s: 5 },
-  runtime: { threads: 1 }, archive: { dir: join(dir, 'archive'), quota_mb: 20 }, metrics: { port: metricsPort },
-}));
+writeFileSync(
+  cfg,
+  JSON.stringify({
+    station: 'soak',
+    backbone,
+    bundle,
+    state_dir: join(dir, 'state'),
+    source: { kind: 'folder', path: join(dir, 'stream'), fps: 25, loop: true },
+    trigger: { mode: 'all' },
+    mqtt: { url: broker.url, store_dir: join(dir, 'store'), stats_interval_s: 5 },
+    runtime: { threads: 1 },
+    archive: { dir: join(dir, 'archive'), quota_mb: 20 },
+    metrics: { port: metricsPort },
+  }),
+);
 
 const seen = new Map<string, number>();
 let duplicates = 0;
@@ -78,10 +87,29 @@ const code = await daemon.exited;
 await new Promise((r) => setTimeout(r, 3000));
 const fifth = Math.max(1, Math.floor(samples.length / 5));
 const mean = (xs: { rss: number }[]) => xs.reduce((s, x) => s + x.rss, 0) / xs.length;
-console.log(JSON.stringify({
-  minutes, outages, exit_code: code, inspected, received: seen.size, lost: Math.max(0, inspected - seen.size), duplicates, worker_restarts: restarts,
-  rss_mb: { first: samples[0]?.rss, last: samples.at(-1)?.rss, max: Math.max(...samples.map((s) => s.rss)), first_fifth_mean: Number(mean(samples.slice(0, fifth)).toFixed(1)), last_fifth_mean: Number(mean(samples.slice(-fifth)).toFixed(1)) },
-}, null, 1));
+console.log(
+  JSON.stringify(
+    {
+      minutes,
+      outages,
+      exit_code: code,
+      inspected,
+      received: seen.size,
+      lost: Math.max(0, inspected - seen.size),
+      duplicates,
+      worker_restarts: restarts,
+      rss_mb: {
+        first: samples[0]?.rss,
+        last: samples.at(-1)?.rss,
+        max: Math.max(...samples.map((s) => s.rss)),
+        first_fifth_mean: Number(mean(samples.slice(0, fifth)).toFixed(1)),
+        last_fifth_mean: Number(mean(samples.slice(-fifth)).toFixed(1)),
+      },
+    },
+    null,
+    1,
+  ),
+);
 sub.end(true);
 await broker.stop();
 process.exit(0);

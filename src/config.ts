@@ -49,7 +49,12 @@ function check(cond: boolean, key: string, value: unknown, allowed: string): voi
 
 export function validateEngineConfig(c: EngineConfig): EngineConfig {
   const int = (v: unknown) => Number.isInteger(v);
-  check(c.features.input_size === 'auto' || parseInputSize(c.features.input_size) !== null, 'features.input_size', c.features.input_size, '"auto" or WIDTHxHEIGHT with each side from 32 to 4096, e.g. "224x224"');
+  check(
+    c.features.input_size === 'auto' || parseInputSize(c.features.input_size) !== null,
+    'features.input_size',
+    c.features.input_size,
+    '"auto" or WIDTHxHEIGHT with each side from 32 to 4096, e.g. "224x224"',
+  );
   check(FIT_MODES.includes(c.features.fit), 'features.fit', c.features.fit, `one of ${FIT_MODES.join(', ')}`);
   check(int(c.features.pre_dim) && c.features.pre_dim >= 1, 'features.pre_dim', c.features.pre_dim, 'a positive integer');
   check(int(c.features.dim) && c.features.dim >= 1, 'features.dim', c.features.dim, 'a positive integer');
@@ -73,7 +78,7 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
   const rl = k.routing_limit ?? ({} as LimitRule);
   check(typeof rl.quantile === 'number' && rl.quantile > 0 && rl.quantile <= 1, 'calibration.routing_limit.quantile', rl.quantile, 'a number in (0, 1]');
   check(typeof rl.scale === 'number' && rl.scale >= 1, 'calibration.routing_limit.scale', rl.scale, 'a number >= 1');
-  check(typeof rl.pose_floor === 'number' && rl.pose_floor >= 0 && rl.pose_floor <= 100, 'calibration.routing_limit.pose_floor', rl.pose_floor, 'a factor in [0, 100] of the cluster\'s pose scale');
+  check(typeof rl.pose_floor === 'number' && rl.pose_floor >= 0 && rl.pose_floor <= 100, 'calibration.routing_limit.pose_floor', rl.pose_floor, "a factor in [0, 100] of the cluster's pose scale");
   return c;
 }
 

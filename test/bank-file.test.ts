@@ -6,7 +6,8 @@ import { assertBankMatches, decodeBank, encodeBank, fromFloat16, readBankFile, t
 import { tempDir } from './helpers/synthetic.ts';
 
 function sampleBank(dtype: 'float32' | 'float16' = 'float32'): Bank {
-  const count = 7, dim = 5;
+  const count = 7,
+    dim = 5;
   return {
     header: {
       format_version: 1,

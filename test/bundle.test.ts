@@ -154,12 +154,18 @@ test('bundle reader: the tiny bundle round-trips, and format 1 reads as legacy',
 
   const v3 = Uint8Array.from(TINY);
   v3[8] = 3;
-  assert.throws(() => decodeBundle(v3), (e: Error) => e instanceof BundleFileError && /format version 3 is not supported .*recalibrate/.test(e.message));
+  assert.throws(
+    () => decodeBundle(v3),
+    (e: Error) => e instanceof BundleFileError && /format version 3 is not supported .*recalibrate/.test(e.message),
+  );
 });
 
 test('bundle reader (property): arbitrary bytes, with and without a valid prefix', (t) => {
   const tally = { ok: 0, refused: 0 };
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 4096 }), (bytes) => void decodeOrRefuse(bytes, tally)), { numRuns: 3000, seed: 1 });
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 4096 }), (bytes) => void decodeOrRefuse(bytes, tally)),
+    { numRuns: 3000, seed: 1 },
+  );
   const prefixed = fc.tuple(fc.constantFrom(0, 1, 2, 3, 0xffffffff), fc.oneof(fc.nat(64), fc.nat(8192), fc.constant(0xffffffff)), fc.uint8Array({ maxLength: 4096 })).map(([version, hlen, rest]) => {
     const out = new Uint8Array(16 + rest.length);
     out.set(new TextEncoder().encode(BUNDLE_MAGIC));
@@ -168,7 +174,10 @@ test('bundle reader (property): arbitrary bytes, with and without a valid prefix
     out.set(rest, 16);
     return out;
   });
-  fc.assert(fc.property(prefixed, (bytes) => void decodeOrRefuse(bytes, tally)), { numRuns: 3000, seed: 2 });
+  fc.assert(
+    fc.property(prefixed, (bytes) => void decodeOrRefuse(bytes, tally)),
+    { numRuns: 3000, seed: 2 },
+  );
   report(t, 'arbitrary bytes', tally);
   assert.equal(tally.ok, 0);
 });
@@ -189,23 +198,29 @@ test('bundle reader (property): random byte flips are refused; with the checksum
     return b;
   };
   const plain = { ok: 0, refused: 0 };
-  fc.assert(fc.property(flips, (list) => {
-    const b = apply(list);
-    if (!b.every((x, i) => x === TINY[i])) assert.equal(decodeOrRefuse(b, plain), false);
-  }), { numRuns: 4000, seed: 3 });
+  fc.assert(
+    fc.property(flips, (list) => {
+      const b = apply(list);
+      if (!b.every((x, i) => x === TINY[i])) assert.equal(decodeOrRefuse(b, plain), false);
+    }),
+    { numRuns: 4000, seed: 3 },
+  );
   report(t, 'byte flips', plain);
 
   // Re-hashing after the flips gets them past the checksum, into the framing, header and bank checks.
   const repaired = { ok: 0, refused: 0 };
-  fc.assert(fc.property(flips, (list) => {
-    const b = apply(list);
-    const hlen = new DataView(b.buffer).getUint32(12, true);
-    if (16 + hlen + 32 <= b.length) {
-      const body = b.subarray(0, b.length - 32);
-      b.set(createHash('sha256').update(body).digest(), b.length - 32);
-    }
-    decodeOrRefuse(b, repaired);
-  }), { numRuns: 4000, seed: 4 });
+  fc.assert(
+    fc.property(flips, (list) => {
+      const b = apply(list);
+      const hlen = new DataView(b.buffer).getUint32(12, true);
+      if (16 + hlen + 32 <= b.length) {
+        const body = b.subarray(0, b.length - 32);
+        b.set(createHash('sha256').update(body).digest(), b.length - 32);
+      }
+      decodeOrRefuse(b, repaired);
+    }),
+    { numRuns: 4000, seed: 4 },
+  );
   report(t, 'byte flips, checksum repaired', repaired);
 });
 
@@ -216,10 +231,7 @@ function paths(v: unknown, at: (string | number)[] = []): (string | number)[][] 
   return keys.flatMap((k) => [[...at, k], ...paths((v as Record<string | number, unknown>)[k], [...at, k])]);
 }
 
-const hostile = fc.oneof(
-  fc.jsonValue({ maxDepth: 2 }),
-  fc.constantFrom(null, -1, 0, 1, 0.5, -0.5, 3, 2 ** 31, 2 ** 32, 2 ** 53, -(2 ** 53), 1e308, -1e308, '', 'x', '4', [], {}, [1, 2], true, false),
-);
+const hostile = fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.constantFrom(null, -1, 0, 1, 0.5, -0.5, 3, 2 ** 31, 2 ** 32, 2 ** 53, -(2 ** 53), 1e308, -1e308, '', 'x', '4', [], {}, [1, 2], true, false));
 
 test('bundle reader (property): random header mutations, re-framed with a valid checksum, are decoded or refused', (t) => {
   const tally = { ok: 0, refused: 0 };
@@ -228,23 +240,26 @@ test('bundle reader (property): random header mutations, re-framed with a valid 
     const version = i === 0 ? 2 : 1;
     const all = paths(header);
     const mutation = fc.record({ p: fc.nat(all.length - 1), remove: fc.boolean(), value: hostile });
-    fc.assert(fc.property(fc.array(mutation, { minLength: 1, maxLength: 3 }), fc.boolean(), (list, replaceRoot) => {
-      let h: unknown = structuredClone(header);
-      for (const m of list) {
-        const path = all[m.p];
-        let node = h as Record<string | number, unknown>;
-        for (const k of path.slice(0, -1)) {
-          if (typeof node[k] !== 'object' || node[k] === null) return;
-          node = node[k] as Record<string | number, unknown>;
+    fc.assert(
+      fc.property(fc.array(mutation, { minLength: 1, maxLength: 3 }), fc.boolean(), (list, replaceRoot) => {
+        let h: unknown = structuredClone(header);
+        for (const m of list) {
+          const path = all[m.p];
+          let node = h as Record<string | number, unknown>;
+          for (const k of path.slice(0, -1)) {
+            if (typeof node[k] !== 'object' || node[k] === null) return;
+            node = node[k] as Record<string | number, unknown>;
+          }
+          const key = path.at(-1)!;
+          if (Array.isArray(node) && typeof key !== 'number') return; // e.g. "length" of what is now an array
+          if (m.remove) delete node[key];
+          else node[key] = m.value;
         }
-        const key = path.at(-1)!;
-        if (Array.isArray(node) && typeof key !== 'number') return; // e.g. "length" of what is now an array
-        if (m.remove) delete node[key];
-        else node[key] = m.value;
-      }
-      if (replaceRoot && list[0].remove) h = list[0].value;
-      decodeOrRefuse(encodeFramed(BUNDLE_MAGIC, version, h, [payload]), tally);
-    }), { numRuns: 4000, seed: 5 + i });
+        if (replaceRoot && list[0].remove) h = list[0].value;
+        decodeOrRefuse(encodeFramed(BUNDLE_MAGIC, version, h, [payload]), tally);
+      }),
+      { numRuns: 4000, seed: 5 + i },
+    );
   }
   report(t, 'header mutations', tally);
   assert.ok(tally.ok > 0 && tally.refused > 0, 'both outcomes were exercised');
@@ -255,7 +270,10 @@ test('bundle reader: headers that claim more than the file holds are refused wit
   const huge = structuredClone(header) as unknown as BundleHeader;
   huge.clusters[0].keys = { count: 2 ** 40, offset: 0, length: 2 ** 40 * SEMANTIC_DIM * 4 };
   const before = process.memoryUsage().arrayBuffers;
-  assert.throws(() => decodeBundle(encodeFramed(BUNDLE_MAGIC, 2, huge, [payload])), (e: Error) => e instanceof BundleFileError && /truncated/.test(e.message));
+  assert.throws(
+    () => decodeBundle(encodeFramed(BUNDLE_MAGIC, 2, huge, [payload])),
+    (e: Error) => e instanceof BundleFileError && /truncated/.test(e.message),
+  );
   assert.ok(process.memoryUsage().arrayBuffers - before < 64 * 2 ** 20);
 });
 
@@ -270,11 +288,18 @@ test('readBundleFileBounded: FIFO, /dev/zero, a directory and an oversize file a
   execFileSync('mkfifo', [fifo]);
   const t0 = Date.now();
   for (const p of [fifo, '/dev/zero', dir]) {
-    assert.throws(() => readBundleFileBounded(p, 2 ** 30), (e: Error) => e instanceof BundleFileError && /not a regular file/.test(e.message), p);
+    assert.throws(
+      () => readBundleFileBounded(p, 2 ** 30),
+      (e: Error) => e instanceof BundleFileError && /not a regular file/.test(e.message),
+      p,
+    );
   }
   assert.ok(Date.now() - t0 < 2000, 'nothing blocked');
   assert.throws(() => readBundleFileBounded(file, TINY.length - 1), /bytes is more than the limit/);
-  assert.throws(() => readBundleFileBounded(join(dir, 'missing'), 100), (e: Error) => e instanceof BundleFileError && /cannot read bundle/.test(e.message));
+  assert.throws(
+    () => readBundleFileBounded(join(dir, 'missing'), 100),
+    (e: Error) => e instanceof BundleFileError && /cannot read bundle/.test(e.message),
+  );
   assert.throws(() => readBundleHeader(fifo), /not a regular file/);
   assert.equal(readBundleHeader(file).bundle_id, 'tiny-bundle');
   assert.throws(() => readBundleHeader(file, 16), /header of \d+ bytes is larger/);
@@ -288,13 +313,19 @@ test('checkScoringOverrides: null takes the bundle value; a different one names 
   const h = decodeBundleHeader(TINY).header;
   checkScoringOverrides(NO_SCORING_OVERRIDES, h);
   checkScoringOverrides({ reweight_neighbours: 9, heatmap_sigma: 4 }, h);
-  assert.throws(() => checkScoringOverrides({ reweight_neighbours: 0, heatmap_sigma: null }, h), (e: Error) => e instanceof ScoringMismatchError && /scoring\.reweight_neighbours is configured as 0, but bundle tiny-bundle was calibrated with reweight_neighbours 9/.test(e.message));
+  assert.throws(
+    () => checkScoringOverrides({ reweight_neighbours: 0, heatmap_sigma: null }, h),
+    (e: Error) => e instanceof ScoringMismatchError && /scoring\.reweight_neighbours is configured as 0, but bundle tiny-bundle was calibrated with reweight_neighbours 9/.test(e.message),
+  );
   assert.throws(() => checkScoringOverrides({ reweight_neighbours: null, heatmap_sigma: 2 }, h), /scoring\.heatmap_sigma is configured as 2, .*heatmap_sigma 4/);
   const legacy = decodeBundleHeader(asFormat1(TINY)).header;
-  assert.throws(() => checkScoringOverrides({ reweight_neighbours: 9, heatmap_sigma: null }, legacy), /configured as 9, but bundle tiny-bundle predates recorded scoring settings and is scored with reweight_neighbours 0.*recalibrate with 9/);
+  assert.throws(
+    () => checkScoringOverrides({ reweight_neighbours: 9, heatmap_sigma: null }, legacy),
+    /configured as 9, but bundle tiny-bundle predates recorded scoring settings and is scored with reweight_neighbours 0.*recalibrate with 9/,
+  );
 });
 
-test('Inspector.load scores with the bundle\'s re-weighting; a disagreeing override is refused', async () => {
+test("Inspector.load scores with the bundle's re-weighting; a disagreeing override is refused", async () => {
   const dir = tempDir('scoring');
   const bb = writeSyntheticBackbone(join(dir, 'bb'));
   const images = await writeNominalSet(join(dir, 'calib'), 10, 96, 7000);
@@ -328,7 +359,10 @@ test('Inspector.load scores with the bundle\'s re-weighting; a disagreeing overr
   assert.ok(Math.abs(s9 - e9) < 1e-4, `scored with reweight 9 without any option: ${s9} vs ${e9}`);
   assert.ok(Math.abs((await scoreWith(bundle, { overrides: { reweight_neighbours: 9, heatmap_sigma: 4 } })) - e9) < 1e-4, 'an agreeing override is fine');
 
-  await assert.rejects(Inspector.load(bundle, bb, { overrides: { reweight_neighbours: 0, heatmap_sigma: null } }), (e: Error) => e instanceof ScoringMismatchError && /scoring\.reweight_neighbours is configured as 0, but bundle .* calibrated with reweight_neighbours 9/.test(e.message));
+  await assert.rejects(
+    Inspector.load(bundle, bb, { overrides: { reweight_neighbours: 0, heatmap_sigma: null } }),
+    (e: Error) => e instanceof ScoringMismatchError && /scoring\.reweight_neighbours is configured as 0, but bundle .* calibrated with reweight_neighbours 9/.test(e.message),
+  );
   await assert.rejects(Inspector.load(bundle, bb, { overrides: { reweight_neighbours: null, heatmap_sigma: 1 } }), /scoring\.heatmap_sigma is configured as 1/);
 
   // The same bundle as a format 1 file is scored as such files always were: without re-weighting.
@@ -368,31 +402,63 @@ test('BundleStore.resolve: bundles by plain name; every other attempt gets the s
   assert.equal(store.resolve('alias.hcebundle'), join(dir, 'alias.hcebundle'), 'a symlink that stays inside the folder');
 
   const attempts = [
-    '../outside/secret.hcebundle', '..', '.', '', '/etc/passwd', join(dir, 'a.hcebundle'), join(outside, 'secret.hcebundle'), 'a.hcebundle\0', 'a.hcebundle\0.txt',
-    '.hidden.hcebundle', 'out.hcebundle', 'rel-out.hcebundle', 'zero.hcebundle', 'pipe.hcebundle', 'big.hcebundle', 'missing.hcebundle', 'dangling.hcebundle',
-    'sub.hcebundle', 'sub.hcebundle/x', 'a\\b', 'x'.repeat(300), '/dev/zero', '/proc/self/environ',
+    '../outside/secret.hcebundle',
+    '..',
+    '.',
+    '',
+    '/etc/passwd',
+    join(dir, 'a.hcebundle'),
+    join(outside, 'secret.hcebundle'),
+    'a.hcebundle\0',
+    'a.hcebundle\0.txt',
+    '.hidden.hcebundle',
+    'out.hcebundle',
+    'rel-out.hcebundle',
+    'zero.hcebundle',
+    'pipe.hcebundle',
+    'big.hcebundle',
+    'missing.hcebundle',
+    'dangling.hcebundle',
+    'sub.hcebundle',
+    'sub.hcebundle/x',
+    'a\\b',
+    'x'.repeat(300),
+    '/dev/zero',
+    '/proc/self/environ',
   ];
   const messages = new Set<string>();
   const t0 = Date.now();
   for (const name of attempts) {
-    assert.throws(() => store.resolve(name), (e: Error) => {
-      assert.ok(e instanceof NoSuchBundleError, `${name}: ${e.constructor.name}`);
-      messages.add(e.message.replace(/^no bundle (".*?"|\(.*?\)) in/, 'no bundle <name> in'));
-      return true;
-    });
+    assert.throws(
+      () => store.resolve(name),
+      (e: Error) => {
+        assert.ok(e instanceof NoSuchBundleError, `${name}: ${e.constructor.name}`);
+        messages.add(e.message.replace(/^no bundle (".*?"|\(.*?\)) in/, 'no bundle <name> in'));
+        return true;
+      },
+    );
   }
   assert.throws(() => store.resolve(42 as unknown as string), NoSuchBundleError);
   assert.ok(Date.now() - t0 < 3000, 'nothing blocked (FIFO, /dev/zero)');
   assert.equal(messages.size, 1, [...messages].join('\n'));
   const [message] = messages;
   assert.match(message, /in the bundle folder: give the file name of a bundle there .*not a path; available: a\.hcebundle, alias\.hcebundle, b\.hcebundle$/);
-  for (const leak of [outside, dir, '/dev', 'ENOENT', 'EACCES', 'ELOOP', 'FIFO', 'symlink', 'secret', 'hidden', 'big', 'notes']) assert.ok(!message.includes(leak), `message mentions ${leak}: ${message}`);
+  for (const leak of [outside, dir, '/dev', 'ENOENT', 'EACCES', 'ELOOP', 'FIFO', 'symlink', 'secret', 'hidden', 'big', 'notes'])
+    assert.ok(!message.includes(leak), `message mentions ${leak}: ${message}`);
 });
 
 test('BundleStore.list: names, sizes, mtimes and bundle ids of the loadable files only', () => {
   const { store } = storeFixture();
   const list = store.list();
-  assert.deepEqual(list.map((e) => [e.name, e.bundle_id]), [['a.hcebundle', 'tiny-bundle'], ['alias.hcebundle', 'tiny-bundle'], ['b.hcebundle', 'bundle-b'], ['notes.txt', null]]);
+  assert.deepEqual(
+    list.map((e) => [e.name, e.bundle_id]),
+    [
+      ['a.hcebundle', 'tiny-bundle'],
+      ['alias.hcebundle', 'tiny-bundle'],
+      ['b.hcebundle', 'bundle-b'],
+      ['notes.txt', null],
+    ],
+  );
   assert.equal(list[0].size, TINY.length);
   assert.ok(!Number.isNaN(Date.parse(list[0].mtime)));
   assert.deepEqual(new BundleStore('/nonexistent/folder', '/tmp', 100).list(), []);

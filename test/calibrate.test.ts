@@ -51,7 +51,10 @@ test('calibrate on a mixed, unlabelled set: one cluster per product, verdicts OK
   const plateCluster = back.clusters.find((c) => c.info.members[0].includes('plate_'))!.info.name;
   const verdicts: Record<string, string[]> = { good: [], bad: [], mesh: [] };
   for (let i = 0; i < 6; i++) {
-    for (const [kind, cluster] of [['disc', discCluster], ['plate', plateCluster]] as const) {
+    for (const [kind, cluster] of [
+      ['disc', discCluster],
+      ['plate', plateCluster],
+    ] as const) {
       const good = await insp.inspect({ width: SIZE, height: SIZE, data: syntheticProduct(kind, SIZE, 900 + i) });
       assert.equal(good.cluster, cluster, `new good ${kind} routes to its cluster`);
       verdicts.good.push(good.verdict);
@@ -90,7 +93,13 @@ test('calibrate: one product gives one cluster; known_class uses labels; F1 thre
     defects.push(p);
   }
   const { bundle: known } = await calibrate(options(bb, [...discs, ...plates], { labels: [...discs.map(() => 'disc'), ...plates.map(() => 'plate')], defects, thresholdSource: 'f1', folds: 3 }));
-  assert.deepEqual(known.header.clusters.map((c) => [c.name, c.members.length]), [['disc', 20], ['plate', 10]]);
+  assert.deepEqual(
+    known.header.clusters.map((c) => [c.name, c.members.length]),
+    [
+      ['disc', 20],
+      ['plate', 10],
+    ],
+  );
   assert.equal(known.header.calibration.mode, 'known_class');
   const disc = known.header.clusters[0];
   assert.equal(disc.thresholds.defect_images, 4, 'the defects routed to the disc cluster');
@@ -98,7 +107,10 @@ test('calibrate: one product gives one cluster; known_class uses labels; F1 thre
   assert.equal(disc.threshold, disc.thresholds.f1);
   assert.equal(known.header.clusters[1].threshold_source, 'frr', 'no defects for plates: FRR threshold kept');
 
-  await assert.rejects(calibrate(options(bb, [...discs, ...plates.slice(0, 5)], { labels: [...discs.map(() => 'disc'), ...plates.slice(0, 5).map(() => 'plate')] })), /plate has 5 images, fewer than the minimum 8/);
+  await assert.rejects(
+    calibrate(options(bb, [...discs, ...plates.slice(0, 5)], { labels: [...discs.map(() => 'disc'), ...plates.slice(0, 5).map(() => 'plate')] })),
+    /plate has 5 images, fewer than the minimum 8/,
+  );
   await assert.rejects(calibrate(options(bb, [])), /no nominal images/);
 });
 

@@ -13,7 +13,10 @@ import { which } from './helpers/services.ts';
 const base: SourceConfig = { kind: 'videotestsrc', path: '', device: '/dev/video0', url: '', camera: '', pipeline: '', width: 64, height: 48, fps: 30, loop: false, frame_timeout_ms: 1000 };
 
 // Probed in a child process, so this file's unit tests still run where GStreamer is missing.
-const NO_GST = spawnSync(process.execPath, ['-e', "require('gstreamer-superficial')"], { cwd: join(import.meta.dirname, '..') }).status === 0 ? false : 'gstreamer-superficial is not built (deploy/setup.sh, then npm ci)';
+const NO_GST =
+  spawnSync(process.execPath, ['-e', "require('gstreamer-superficial')"], { cwd: join(import.meta.dirname, '..') }).status === 0
+    ? false
+    : 'gstreamer-superficial is not built (deploy/setup.sh, then npm ci)';
 
 test('launch strings: every camera kind ends in the RGB appsink, with scaling in the pipeline', () => {
   const rgb = /videoconvert ! videoscale ! video\/x-raw,format=RGB,width=64,height=48 ! appsink name=hce_sink max-buffers=1 drop=true/;
@@ -59,7 +62,10 @@ test('folder source replays files in order at the set rate, waits when told, the
     }),
   );
   assert.equal(frames.length, 6);
-  assert.deepEqual(frames.map((f) => f.path!.split('/').pop()), ['good_000.png', 'good_001.png', 'good_002.png', 'good_003.png', 'good_004.png', 'good_005.png']);
+  assert.deepEqual(
+    frames.map((f) => f.path!.split('/').pop()),
+    ['good_000.png', 'good_001.png', 'good_002.png', 'good_003.png', 'good_004.png', 'good_005.png'],
+  );
   assert.ok(Date.now() - t0 >= 200, 'held back while the consumer said no');
   assert.deepEqual([states[0], states.at(-1)], ['streaming', 'ended']);
   assert.throws(() => new FolderSource({ path: join(dir, 'missing'), fps: 1, loop: false }), /does not exist/);
@@ -78,7 +84,10 @@ test('GStreamer source: frames from videotestsrc, and reconnect after the stream
   assert.equal(frames[0].width, 64);
   assert.equal(frames[0].height, 48);
   assert.equal(frames[0].data.length, 64 * 48 * 3);
-  assert.ok(states.some((s) => s.startsWith('lost: end of stream; reconnecting')), states.join(' | '));
+  assert.ok(
+    states.some((s) => s.startsWith('lost: end of stream; reconnecting')),
+    states.join(' | '),
+  );
   assert.ok(src.reconnects >= 2);
 });
 
@@ -94,7 +103,11 @@ test('GStreamer source: a GigE Vision camera (aravis fake camera, private networ
     setTimeout(async () => { console.log(JSON.stringify({ n, size })); await s.stop(); process.exit(0); }, 3000);`;
   const file = join(tempDir('arv'), 'arv.ts');
   writeFileSync(file, script);
-  const r = spawnSync('unshare', ['-n', 'sh', '-c', `ip link set lo up && (arv-fake-gv-camera-0.8 -i 127.0.0.1 >/dev/null 2>&1 &) && sleep 1 && ${process.execPath} --import tsx ${file}`], { encoding: 'utf8', cwd: join(import.meta.dirname, '..'), timeout: 40_000 });
+  const r = spawnSync('unshare', ['-n', 'sh', '-c', `ip link set lo up && (arv-fake-gv-camera-0.8 -i 127.0.0.1 >/dev/null 2>&1 &) && sleep 1 && ${process.execPath} --import tsx ${file}`], {
+    encoding: 'utf8',
+    cwd: join(import.meta.dirname, '..'),
+    timeout: 40_000,
+  });
   if (r.status !== 0 && /unshare failed|Operation not permitted/.test(r.stderr)) {
     assert.fail(`cannot create a network namespace here: ${r.stderr}`);
   }

@@ -57,10 +57,27 @@ test('retained commands and triggers are ignored (a retained pause would pause a
   assert.equal(parseCommand(msg('pa\nuse'), ctx()).kind, 'ignore', 'no response topic is built from a name with control characters');
 });
 
-test('response topics: only this station\'s command space, no wildcards, NUL, empty or overlong; otherwise the default, and the error says why', () => {
+test("response topics: only this station's command space, no wildcards, NUL, empty or overlong; otherwise the default, and the error says why", () => {
   const ok = [`${BASE}/cmd/get_stats/response`, `${BASE}/response/op-7`, `${BASE}/response/scada/42`];
   for (const t of ok) assert.ok(validResponseTopic(BASE, 'get_stats', t), t);
-  const bad = ['', 'a/#', '#', `${BASE}/response/+`, `${BASE}/response/#`, `${BASE}/verdict`, `${BASE}/cmd/pause/response`, `${BASE}/response/`, `${BASE}/response/a\u0000b`, `${BASE}/response/a\nb`, `${BASE}/response/${'x'.repeat(600)}`, 'hiercore/other/response/x', `${BASE}/responsex`, 7, null, {}];
+  const bad = [
+    '',
+    'a/#',
+    '#',
+    `${BASE}/response/+`,
+    `${BASE}/response/#`,
+    `${BASE}/verdict`,
+    `${BASE}/cmd/pause/response`,
+    `${BASE}/response/`,
+    `${BASE}/response/a\u0000b`,
+    `${BASE}/response/a\nb`,
+    `${BASE}/response/${'x'.repeat(600)}`,
+    'hiercore/other/response/x',
+    `${BASE}/responsex`,
+    7,
+    null,
+    {},
+  ];
   for (const t of bad) assert.ok(!validResponseTopic(BASE, 'get_stats', t), JSON.stringify(t));
   const wild = rejected(parseCommand(msg('get_stats', '{"request_id":"r1"}', { responseTopic: 'a/#', correlationData: Buffer.from('c1') }), ctx()), /response topic a\/# contains a wildcard/);
   assert.equal(wild.responseTopic, `${BASE}/cmd/get_stats/response`);
@@ -93,7 +110,12 @@ test('state-changing commands need commands.control, and commands.token as MQTT 
   assert.deepEqual(authorize('pause', undefined, { control: true, token: '', maxBytes: 1 }), { ok: true });
   const tok: CommandPolicy = { control: true, token: 'line3-secret', maxBytes: 1 };
   assert.deepEqual(authorize('reload', { token: 'line3-secret' }, tok), { ok: true });
-  for (const [props, re] of [[undefined, /needs the MQTT 5 user property "token"/], [{ token: 'wrong' }, /does not match/], [{ token: ['line3-secret', 'x'] }, /more than once/], [{ token: 7 }, /needs/]] as const) {
+  for (const [props, re] of [
+    [undefined, /needs the MQTT 5 user property "token"/],
+    [{ token: 'wrong' }, /does not match/],
+    [{ token: ['line3-secret', 'x'] }, /more than once/],
+    [{ token: 7 }, /needs/],
+  ] as const) {
     const a = authorize('reload', props, tok);
     assert.ok(!a.ok && re.test(a.error), JSON.stringify(a));
     assert.ok(!a.ok && !a.error.includes('line3-secret'), 'the token is never echoed');
@@ -110,7 +132,8 @@ test('reload takes a bundle file name, never a path', () => {
   assert.equal(run.kind, 'run');
   assert.deepEqual((run as { body: unknown }).body, { bundle: 'line3-2026-12-01.hcebundle' });
   assert.equal(parseCommand(msg('reload', '{}'), ctx()).kind, 'run', 'no bundle = the configured one');
-  for (const b of ['/etc/passwd', '../x.hcebundle', 'a/b', '.hidden', '', 'x'.repeat(129), 'a b', 'a\\b', 42]) rejected(parseCommand(msg('reload', JSON.stringify({ bundle: b })), ctx()), /bundle file name/);
+  for (const b of ['/etc/passwd', '../x.hcebundle', 'a/b', '.hidden', '', 'x'.repeat(129), 'a b', 'a\\b', 42])
+    rejected(parseCommand(msg('reload', JSON.stringify({ bundle: b })), ctx()), /bundle file name/);
 });
 
 test('sender: user property client_id or sender, cleaned; otherwise "(sender not given)"', () => {
@@ -150,7 +173,10 @@ const counted = <T>(label: string, runs: number, prop: fc.IProperty<[T]> | fc.IP
   return out.numRuns;
 };
 
-const segment = fc.oneof(fc.constantFrom('hiercore', 'line3-cam1', 'cmd', 'response', 'verdict', 'pause', 'reload', 'get_stats', '+', '#', '', '\u0000', '\n', '..', '$SYS'), fc.string({ maxLength: 8 }));
+const segment = fc.oneof(
+  fc.constantFrom('hiercore', 'line3-cam1', 'cmd', 'response', 'verdict', 'pause', 'reload', 'get_stats', '+', '#', '', '\u0000', '\n', '..', '$SYS'),
+  fc.string({ maxLength: 8 }),
+);
 const topicArb = fc.oneof(
   fc.array(segment, { maxLength: 7 }).map((s) => s.join('/')),
   fc.array(segment, { maxLength: 3 }).map((s) => `${BASE}/cmd/${s.join('/')}`),
@@ -171,17 +197,42 @@ const userPropsArb = fc.oneof(
 const propsArb = fc.oneof(
   fc.constant(undefined),
   fc.constant(null),
-  fc.record({ responseTopic: fc.oneof(topicArb, fc.anything()), correlationData: fc.oneof(fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)), fc.anything()), userProperties: userPropsArb }, { requiredKeys: [] }),
+  fc.record(
+    {
+      responseTopic: fc.oneof(topicArb, fc.anything()),
+      correlationData: fc.oneof(
+        fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
+        fc.anything(),
+      ),
+      userProperties: userPropsArb,
+    },
+    { requiredKeys: [] },
+  ),
 );
 const policyArb = fc.record({ control: fc.boolean(), token: fc.oneof(fc.constant(''), fc.constant('k'), fc.string()), maxBytes: fc.oneof(fc.constant(65536), fc.nat(400)) });
 const nameArb = fc.oneof({ arbitrary: fc.constantFrom(...COMMANDS, 'calibrate', 'x'), weight: 4 }, fc.string({ maxLength: 10 }));
 // Mostly well-formed requests, so that "run" decisions are common enough to test what they carry.
 const plausiblePayload = fc.oneof(
-  { arbitrary: fc.record({ request_id: fc.oneof(fc.string({ maxLength: 12 }), fc.integer(), fc.double()), bundle: fc.constantFrom('a.hcebundle', '../a', 'b') }, { requiredKeys: [] }).map((v) => Buffer.from(JSON.stringify(v))), weight: 4 },
+  {
+    arbitrary: fc
+      .record({ request_id: fc.oneof(fc.string({ maxLength: 12 }), fc.integer(), fc.double()), bundle: fc.constantFrom('a.hcebundle', '../a', 'b') }, { requiredKeys: [] })
+      .map((v) => Buffer.from(JSON.stringify(v))),
+    weight: 4,
+  },
   payloadArb,
 );
 const plausibleProps = fc.oneof(
-  { arbitrary: fc.record({ responseTopic: fc.constantFrom(`${BASE}/response/x`, `${BASE}/response/#`, `${BASE}/verdict`), correlationData: fc.uint8Array({ maxLength: 8 }).map((a) => Buffer.from(a)), userProperties: fc.constantFrom({ token: 'k' }, { client_id: 'op' }, {}) }, { requiredKeys: [] }), weight: 4 },
+  {
+    arbitrary: fc.record(
+      {
+        responseTopic: fc.constantFrom(`${BASE}/response/x`, `${BASE}/response/#`, `${BASE}/verdict`),
+        correlationData: fc.uint8Array({ maxLength: 8 }).map((a) => Buffer.from(a)),
+        userProperties: fc.constantFrom({ token: 'k' }, { client_id: 'op' }, {}),
+      },
+      { requiredKeys: [] },
+    ),
+    weight: 4,
+  },
   propsArb,
 );
 
@@ -193,7 +244,9 @@ test(`property: the command parser never throws, and "run" means a plain-object 
     if (d.kind === 'ignore') return typeof d.why === 'string';
     const name = topic.slice(`${BASE}/cmd/`.length);
     assert.ok(validResponseTopic(BASE, name, d.responseTopic), `response topic ${d.responseTopic}`);
-    assert.ok(d.requestId === null || (typeof d.requestId === 'number' && Number.isFinite(d.requestId)) || (typeof d.requestId === 'string' && d.requestId.length <= 256 && !hasUnsafeChars(d.requestId)));
+    assert.ok(
+      d.requestId === null || (typeof d.requestId === 'number' && Number.isFinite(d.requestId)) || (typeof d.requestId === 'string' && d.requestId.length <= 256 && !hasUnsafeChars(d.requestId)),
+    );
     assert.ok(!hasUnsafeChars(d.sender) && d.sender.length < 200);
     if (d.kind === 'run') {
       assert.ok(d.body !== null && typeof d.body === 'object' && !Array.isArray(d.body));
@@ -202,14 +255,28 @@ test(`property: the command parser never throws, and "run" means a plain-object 
     }
     return true;
   };
-  runs += counted('parseCommand, arbitrary topics', RUNS, fc.property(fc.tuple(topicArb, payloadArb, propsArb, fc.boolean(), policyArb, fc.constantFrom(4, 5) as fc.Arbitrary<4 | 5>), ([topic, payload, properties, retain, policy, v]) =>
-    check(parseCommand({ topic, payload, retain, properties: properties as never }, { base: BASE, policy, protocolVersion: v }), topic, policy)));
-  runs += counted('parseCommand, command topics', RUNS, fc.property(fc.tuple(nameArb, plausiblePayload, plausibleProps, fc.boolean(), policyArb), ([name, payload, properties, retain, policy]) =>
-    check(parseCommand({ topic: `${BASE}/cmd/${name}`, payload, retain, properties: properties as never }, { base: BASE, policy, protocolVersion: 5 }), `${BASE}/cmd/${name}`, policy)));
-  runs += counted('parseCommand, hostile values in place of the message fields', RUNS, fc.property(fc.tuple(fc.anything(), fc.anything(), fc.anything()), ([topic, payload, properties]) => {
-    parseCommand({ topic: topic as string, payload: payload as Uint8Array, properties: properties as never }, ctx());
-    return true;
-  }));
+  runs += counted(
+    'parseCommand, arbitrary topics',
+    RUNS,
+    fc.property(fc.tuple(topicArb, payloadArb, propsArb, fc.boolean(), policyArb, fc.constantFrom(4, 5) as fc.Arbitrary<4 | 5>), ([topic, payload, properties, retain, policy, v]) =>
+      check(parseCommand({ topic, payload, retain, properties: properties as never }, { base: BASE, policy, protocolVersion: v }), topic, policy),
+    ),
+  );
+  runs += counted(
+    'parseCommand, command topics',
+    RUNS,
+    fc.property(fc.tuple(nameArb, plausiblePayload, plausibleProps, fc.boolean(), policyArb), ([name, payload, properties, retain, policy]) =>
+      check(parseCommand({ topic: `${BASE}/cmd/${name}`, payload, retain, properties: properties as never }, { base: BASE, policy, protocolVersion: 5 }), `${BASE}/cmd/${name}`, policy),
+    ),
+  );
+  runs += counted(
+    'parseCommand, hostile values in place of the message fields',
+    RUNS,
+    fc.property(fc.tuple(fc.anything(), fc.anything(), fc.anything()), ([topic, payload, properties]) => {
+      parseCommand({ topic: topic as string, payload: payload as Uint8Array, properties: properties as never }, ctx());
+      return true;
+    }),
+  );
   console.log(`parseCommand outcomes: ${JSON.stringify(seen)}`);
   assert.ok(seen.run > 100 && seen.reject > 100 && seen.ignore > 100, `every outcome is reached: ${JSON.stringify(seen)}`);
   assert.equal(runs, 3 * RUNS);
@@ -220,9 +287,21 @@ test(`property: the trigger parser never throws, never returns control character
     if (d.kind === 'ignore' || d.partId === null) return true;
     return d.partId.length > 0 && [...d.partId].length <= PART_ID_MAX && !hasUnsafeChars(d.partId) && d.partId === d.partId.trim();
   };
-  const text = fc.oneof(fc.string({ unit: 'binary', maxLength: 120 }), fc.jsonValue().map((v) => JSON.stringify({ part_id: v })), fc.string({ unit: 'binary' }).map((s) => JSON.stringify({ part_id: s })));
-  counted('parseTriggerMessage, text', RUNS, fc.property(fc.tuple(text, fc.boolean(), fc.nat(300)), ([t, retain, maxBytes]) => ok(parseTriggerMessage(t, { retain, maxBytes }))));
-  counted('parseTriggerMessage, bytes', RUNS, fc.property(fc.uint8Array({ maxLength: 300 }), (b) => ok(parseTriggerMessage(Buffer.from(b)))));
+  const text = fc.oneof(
+    fc.string({ unit: 'binary', maxLength: 120 }),
+    fc.jsonValue().map((v) => JSON.stringify({ part_id: v })),
+    fc.string({ unit: 'binary' }).map((s) => JSON.stringify({ part_id: s })),
+  );
+  counted(
+    'parseTriggerMessage, text',
+    RUNS,
+    fc.property(fc.tuple(text, fc.boolean(), fc.nat(300)), ([t, retain, maxBytes]) => ok(parseTriggerMessage(t, { retain, maxBytes }))),
+  );
+  counted(
+    'parseTriggerMessage, bytes',
+    RUNS,
+    fc.property(fc.uint8Array({ maxLength: 300 }), (b) => ok(parseTriggerMessage(Buffer.from(b)))),
+  );
 });
 
 test(`property: the daemon config loader throws only DaemonConfigError, whatever the overrides and environment (${RUNS} cases)`, () => {
@@ -230,24 +309,38 @@ test(`property: the daemon config loader throws only DaemonConfigError, whatever
   assert.ok(envNames.length > 30, `${envNames.length} environment variables found`);
   const defaults = loadDaemonConfig({ overrides: { source: { path: '/x' } }, env: {} }).config as unknown as Record<string, unknown>;
   const sections = Object.keys(defaults).filter((k) => defaults[k] !== null && typeof defaults[k] === 'object');
-  const value = fc.oneof(fc.jsonValue(), fc.string({ unit: 'binary', maxLength: 20 }), fc.double(), fc.integer(), fc.anything(), fc.constant(undefined), fc.constantFrom('__proto__', 'constructor', 'mqtt://x', '/x', '5', 'null'));
+  const value = fc.oneof(
+    fc.jsonValue(),
+    fc.string({ unit: 'binary', maxLength: 20 }),
+    fc.double(),
+    fc.integer(),
+    fc.anything(),
+    fc.constant(undefined),
+    fc.constantFrom('__proto__', 'constructor', 'mqtt://x', '/x', '5', 'null'),
+  );
   const section = (k: string) => fc.dictionary(fc.oneof(fc.constantFrom(...Object.keys(defaults[k] as object)), fc.string({ maxLength: 6 })), value, { maxKeys: 4 });
   const overrides = fc.oneof(
     fc.record(Object.fromEntries(sections.map((k) => [k, fc.oneof(section(k), value)])), { requiredKeys: [] }),
     fc.dictionary(fc.oneof(fc.constantFrom(...Object.keys(defaults), '__proto__'), fc.string({ maxLength: 6 })), value, { maxKeys: 5 }),
     fc.anything(),
   );
-  const env = fc.dictionary(fc.constantFrom(...envNames), fc.oneof(fc.string({ unit: 'binary', maxLength: 30 }), fc.constantFrom('', '0', '-1', 'true', 'NaN', '1e309', '5', '4', '{}', 'null')), { maxKeys: 6 });
+  const env = fc.dictionary(fc.constantFrom(...envNames), fc.oneof(fc.string({ unit: 'binary', maxLength: 30 }), fc.constantFrom('', '0', '-1', 'true', 'NaN', '1e309', '5', '4', '{}', 'null')), {
+    maxKeys: 6,
+  });
   const protoKeys = () => Object.getOwnPropertyNames(Object.prototype).join(',');
   const before = protoKeys();
-  counted('loadDaemonConfig', RUNS, fc.property(fc.tuple(overrides, env), ([o, e]) => {
-    try {
-      loadDaemonConfig({ overrides: o as Record<string, unknown>, env: e });
-    } catch (err) {
-      if (!(err instanceof DaemonConfigError)) throw new Error(`threw ${(err as Error)?.constructor?.name}: ${(err as Error)?.message}`);
-    }
-    return protoKeys() === before;
-  }));
+  counted(
+    'loadDaemonConfig',
+    RUNS,
+    fc.property(fc.tuple(overrides, env), ([o, e]) => {
+      try {
+        loadDaemonConfig({ overrides: o as Record<string, unknown>, env: e });
+      } catch (err) {
+        if (!(err instanceof DaemonConfigError)) throw new Error(`threw ${(err as Error)?.constructor?.name}: ${(err as Error)?.message}`);
+      }
+      return protoKeys() === before;
+    }),
+  );
 });
 
 // ---------------------------------------------------------------- real broker
@@ -292,7 +385,26 @@ function daemonSide(url: string, station: string, commands: CommandPolicy, o: Pa
     },
     connection: (up) => connections.push(up),
   };
-  const settings: MqttSettings = { url, prefix: 'hiercore', station, protocol_version: 5 as 4 | 5, client_id: `hce-${station}-${Math.random().toString(36).slice(2)}`, username: '', password: '', ca: '', cert: '', key: '', reject_unauthorized: true, store_dir: join(tempDir('cmd-store'), 'store'), keepalive_s: 30, commands, queue_max: 1000, queue_max_bytes: 2 ** 20, max_packet_bytes: commands.maxBytes + 4096, ...o };
+  const settings: MqttSettings = {
+    url,
+    prefix: 'hiercore',
+    station,
+    protocol_version: 5 as 4 | 5,
+    client_id: `hce-${station}-${Math.random().toString(36).slice(2)}`,
+    username: '',
+    password: '',
+    ca: '',
+    cert: '',
+    key: '',
+    reject_unauthorized: true,
+    store_dir: join(tempDir('cmd-store'), 'store'),
+    keepalive_s: 30,
+    commands,
+    queue_max: 1000,
+    queue_max_bytes: 2 ** 20,
+    max_packet_bytes: commands.maxBytes + 4096,
+    ...o,
+  };
   const p = new MqttPublisher(settings, ev);
   const connected = async () => {
     await p.start();
@@ -337,7 +449,14 @@ test('MQTT commands against a real broker: malformed, retained, forged and overs
     assert.deepEqual(ctl.calls, [], 'retained pause did not run');
     assert.deepEqual(ctl.triggers, [], 'retained trigger did not fire');
 
-    for (const [payload, re] of [['null', /payload is null/], ['[]', /an array/], ['42', /a number/], ['"x"', /a string/], ['not json', /not JSON/], [Buffer.from([0xc3, 0x28]), /not valid UTF-8/]] as const) {
+    for (const [payload, re] of [
+      ['null', /payload is null/],
+      ['[]', /an array/],
+      ['42', /a number/],
+      ['"x"', /a string/],
+      ['not json', /not JSON/],
+      [Buffer.from([0xc3, 0x28]), /not valid UTF-8/],
+    ] as const) {
       const r = await ask('hiercore/ctl/cmd/get_stats', payload);
       assert.equal(r.topic, 'hiercore/ctl/cmd/get_stats/response');
       assert.equal(r.json?.ok, false);
@@ -352,7 +471,10 @@ test('MQTT commands against a real broker: malformed, retained, forged and overs
     const own = await ask('hiercore/ctl/cmd/get_stats', '{}', { responseTopic: 'hiercore/ctl/response/op-7', userProperties: { client_id: 'op\u202e7' } });
     assert.deepEqual([own.topic, own.json?.ok], ['hiercore/ctl/response/op-7', true]);
     // mosquitto itself disconnects a client whose user property holds C0 controls; format characters pass.
-    assert.ok(ctl.logs.some((l) => l === 'info command get_stats (sender op\\u{202e}7): ok'), ctl.logs.join('\n'));
+    assert.ok(
+      ctl.logs.some((l) => l === 'info command get_stats (sender op\\u{202e}7): ok'),
+      ctl.logs.join('\n'),
+    );
     assert.ok(ctl.logs.some((l) => /^info command get_stats \(sender \(sender not given\)\): refused: payload is null/.test(l)));
 
     // 1 MB: over MQTT 3.1.1 it reaches the client and our bound refuses it; over MQTT 5 the broker
@@ -366,7 +488,11 @@ test('MQTT commands against a real broker: malformed, retained, forged and overs
     await pub('hiercore/ctl/cmd/get_stats', huge, { correlationData: Buffer.from(corr) });
     if (announces) {
       await new Promise((r) => setTimeout(r, 1500));
-      assert.equal(w.got.find((m) => m.corr === corr && m.topic.endsWith('/response')), undefined, 'MQTT 5: the broker dropped the oversized command');
+      assert.equal(
+        w.got.find((m) => m.corr === corr && m.topic.endsWith('/response')),
+        undefined,
+        'MQTT 5: the broker dropped the oversized command',
+      );
     } else {
       const r = await waitFor('MQTT 5 1 MB refusal', () => w.got.find((m) => m.corr === corr && m.topic.endsWith('/response')));
       assert.match(String(r.json?.error), /too big/);
@@ -395,7 +521,11 @@ test('MQTT commands against a real broker: malformed, retained, forged and overs
 
     await new Promise((r) => setTimeout(r, 500));
     for (const d of all) assert.deepEqual(d.connections, [true], `${d.p.topics.base}: connected once, never dropped (${d.logs.join(' | ')})`);
-    assert.deepEqual(w.got.filter((m) => m.topic.endsWith('/verdict')), [], 'nothing on any verdict topic');
+    assert.deepEqual(
+      w.got.filter((m) => m.topic.endsWith('/verdict')),
+      [],
+      'nothing on any verdict topic',
+    );
     assert.equal(ctl.logs.filter((l) => /ignored: retained/.test(l)).length, 3, 'each retained message logged once');
   } finally {
     for (const d of all) await d.p.stop(200).catch(() => {});
@@ -404,7 +534,10 @@ test('MQTT commands against a real broker: malformed, retained, forged and overs
   }
 });
 
-test('deploy/mosquitto/acl.example: clients without rights never reach the daemon; the operator\'s commands and the PLC\'s triggers do', { skip: NO_BROKER || (which('mosquitto_passwd') ? false : 'mosquitto_passwd is not installed'), timeout: 60_000 }, async () => {
+test("deploy/mosquitto/acl.example: clients without rights never reach the daemon; the operator's commands and the PLC's triggers do", {
+  skip: NO_BROKER || (which('mosquitto_passwd') ? false : 'mosquitto_passwd is not installed'),
+  timeout: 60_000,
+}, async () => {
   const dir = tempDir('cmd-acl');
   const users = { 'hiercore-edge-line3-cam1': 'd-pw', 'plc-line3': 'p-pw', scada: 's-pw', viewer: 'v-pw', intruder: 'i-pw' };
   const passwd = join(dir, 'passwd');
@@ -415,7 +548,12 @@ test('deploy/mosquitto/acl.example: clients without rights never reach the daemo
   const acl = join(import.meta.dirname, '..', 'deploy', 'mosquitto', 'acl.example');
   const broker = new Mosquitto(join(dir, 'broker'), await freePort(), [`password_file ${passwd}`, `acl_file ${acl}`].join('\n'));
   await broker.start();
-  const daemon = daemonSide(broker.url, 'line3-cam1', { control: false, token: '', maxBytes: 65536 }, { username: 'hiercore-edge-line3-cam1', password: 'd-pw', client_id: 'hiercore-edge-line3-cam1' });
+  const daemon = daemonSide(
+    broker.url,
+    'line3-cam1',
+    { control: false, token: '', maxBytes: 65536 },
+    { username: 'hiercore-edge-line3-cam1', password: 'd-pw', client_id: 'hiercore-edge-line3-cam1' },
+  );
   const login = (u: keyof typeof users | null) => watcher(broker.url, u ? { username: u, password: users[u] } : {});
   const clients = { anonymous: login(null), intruder: login('intruder'), viewer: login('viewer'), plc: login('plc-line3'), scada: login('scada') };
   try {
@@ -427,13 +565,28 @@ test('deploy/mosquitto/acl.example: clients without rights never reach the daemo
       await new Promise((r) => c.c.publish(`${BASE}/trigger`, who, { qos: 1 }, () => r(null)));
       await new Promise((r) => c.c.publish(`${BASE}/verdict`, `{"forged_by":"${who}"}`, { qos: 1 }, () => r(null)));
     }
-    await waitFor('the operator\'s command and the PLC\'s trigger', () => daemon.calls.length >= 1 && daemon.triggers.length >= 1);
+    await waitFor("the operator's command and the PLC's trigger", () => daemon.calls.length >= 1 && daemon.triggers.length >= 1);
     await new Promise((r) => setTimeout(r, 1000));
-    assert.deepEqual(daemon.calls.map((c) => c.body.request_id), ['scada'], 'only the operator commands');
+    assert.deepEqual(
+      daemon.calls.map((c) => c.body.request_id),
+      ['scada'],
+      'only the operator commands',
+    );
     assert.deepEqual(daemon.triggers, ['plc'], 'only the PLC triggers');
-    assert.ok(clients.scada.got.some((m) => m.topic === `${BASE}/cmd/get_stats/response` && m.json?.request_id === 'scada'), 'the operator reads the response');
-    for (const [who, c] of Object.entries(clients)) assert.deepEqual(c.got.filter((m) => m.topic.endsWith('/verdict')), [], `${who} saw no forged verdict`);
-    assert.ok(clients.viewer.got.some((m) => m.topic === `${BASE}/status` && m.text === 'online'), 'the daemon may publish its status; the viewer reads it');
+    assert.ok(
+      clients.scada.got.some((m) => m.topic === `${BASE}/cmd/get_stats/response` && m.json?.request_id === 'scada'),
+      'the operator reads the response',
+    );
+    for (const [who, c] of Object.entries(clients))
+      assert.deepEqual(
+        c.got.filter((m) => m.topic.endsWith('/verdict')),
+        [],
+        `${who} saw no forged verdict`,
+      );
+    assert.ok(
+      clients.viewer.got.some((m) => m.topic === `${BASE}/status` && m.text === 'online'),
+      'the daemon may publish its status; the viewer reads it',
+    );
     assert.deepEqual(clients.intruder.got, [], 'a user with no ACL entries reads nothing');
     assert.deepEqual(clients.anonymous.got, [], 'anonymous clients read nothing');
   } finally {

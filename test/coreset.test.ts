@@ -45,7 +45,8 @@ function clustersWithTail(n: number, dim: number, seed: number): Float32Array {
 }
 
 test('greedy coreset covers the data better than random selection of the same size', async () => {
-  const n = 3000, dim = 8;
+  const n = 3000,
+    dim = 8;
   const x = clustersWithTail(n, dim, 3);
   const sel = await greedyCoreset(x, n, dim, { ratio: 0.03, projectionDim: 0, seed: 1 });
   assert.equal(sel.length, 90);
@@ -59,7 +60,8 @@ test('greedy coreset covers the data better than random selection of the same si
 });
 
 test('pruned greedy selects exactly what the plain algorithm selects', async () => {
-  const n = 2500, dim = 16;
+  const n = 2500,
+    dim = 16;
   const x = blobs(n, dim, 5);
   // 400 centres so the selection crosses two cell rebuilds (64 and 256).
   const sel = await greedyCoreset(x, n, dim, { ratio: 400 / n, projectionDim: 0, seed: 4 });
@@ -68,7 +70,8 @@ test('pruned greedy selects exactly what the plain algorithm selects', async () 
 });
 
 test('coreset selection is deterministic for a seed and changes with it', async () => {
-  const n = 2000, dim = 32;
+  const n = 2000,
+    dim = 32;
   const x = blobs(n, dim, 7);
   const a = await greedyCoreset(x, n, dim, { ratio: 0.05, projectionDim: 8, seed: 11 });
   const b = await greedyCoreset(x, n, dim, { ratio: 0.05, projectionDim: 8, seed: 11 });
@@ -78,12 +81,15 @@ test('coreset selection is deterministic for a seed and changes with it', async 
 });
 
 test('random projection roughly preserves distances (Johnson-Lindenstrauss)', () => {
-  const n = 50, dim = 256, out = 128;
+  const n = 50,
+    dim = 256,
+    out = 128;
   const x = blobs(n, dim, 2);
   const p = randomProjection(x, n, dim, out, 3);
   const ratios: number[] = [];
   for (let i = 1; i < n; i++) {
-    let a = 0, b = 0;
+    let a = 0,
+      b = 0;
     for (let k = 0; k < dim; k++) a += (x[k] - x[i * dim + k]) ** 2;
     for (let k = 0; k < out; k++) b += (p[k] - p[i * out + k]) ** 2;
     ratios.push(Math.sqrt(b / a));

@@ -103,7 +103,11 @@ test('daemon: 300 replayed frames give 300 verdicts with the planted defects NG,
     await waitFor('300 verdicts', () => sub.verdicts.size >= 300, 90_000);
     const vs = [...sub.verdicts.values()];
     assert.equal(new Set(vs.map((v) => v.run_id)).size, 1);
-    assert.deepEqual(vs.map((v) => v.frame!).sort((a, b) => a - b), Array.from({ length: 300 }, (_, i) => i + 1), 'every frame exactly once after de-duplication');
+    assert.deepEqual(
+      vs.map((v) => v.frame!).sort((a, b) => a - b),
+      Array.from({ length: 300 }, (_, i) => i + 1),
+      'every frame exactly once after de-duplication',
+    );
     const bad = vs.filter((v) => v.source_file!.includes('_bad'));
     const good = vs.filter((v) => v.source_file!.includes('_good'));
     assert.equal(bad.length, 60);
@@ -117,7 +121,10 @@ test('daemon: 300 replayed frames give 300 verdicts with the planted defects NG,
       const near = v.regions.some(({ centroid: [cx, cy] }) => Math.hypot(cx - (d.x + d.w / 2), cy - (d.y + d.h / 2)) <= 12);
       assert.ok(near, `a region of frame ${i} lies on the defect at ${JSON.stringify(d)}: ${JSON.stringify(v.regions)}`);
     }
-    assert.ok(good.filter((v) => v.verdict === 'OK').every((v) => v.regions === undefined), 'OK verdicts carry no regions');
+    assert.ok(
+      good.filter((v) => v.verdict === 'OK').every((v) => v.regions === undefined),
+      'OK verdicts carry no regions',
+    );
     const goodOk = good.filter((v) => v.verdict === 'OK').length;
     assert.ok(goodOk >= 0.97 * good.length, `good parts OK: ${goodOk}/${good.length}`);
     for (const v of vs.slice(0, 5)) {
@@ -159,7 +166,13 @@ test('daemon: verdicts queued while the broker is down survive a SIGKILL of the 
     await broker.start();
     second = new DaemonProcess(cfg);
     await waitFor('the queued verdicts of the killed run', () => sub.ofRun(run1).length >= 40, 60_000);
-    assert.deepEqual(sub.ofRun(run1).map((v) => v.frame!).sort((a, b) => a - b), Array.from({ length: 40 }, (_, i) => i + 1));
+    assert.deepEqual(
+      sub
+        .ofRun(run1)
+        .map((v) => v.frame!)
+        .sort((a, b) => a - b),
+      Array.from({ length: 40 }, (_, i) => i + 1),
+    );
   } finally {
     first.kill('SIGKILL');
     second?.kill('SIGKILL');
@@ -168,7 +181,10 @@ test('daemon: verdicts queued while the broker is down survive a SIGKILL of the 
   }
 });
 
-test('daemon: systemd gets READY=1, STATUS=, WATCHDOG=1 and STOPPING=1 on NOTIFY_SOCKET', { skip: NO_MOSQUITTO || (which('python3') ? false : 'python3 is needed for the test notify socket'), timeout: 120_000 }, async () => {
+test('daemon: systemd gets READY=1, STATUS=, WATCHDOG=1 and STOPPING=1 on NOTIFY_SOCKET', {
+  skip: NO_MOSQUITTO || (which('python3') ? false : 'python3 is needed for the test notify socket'),
+  timeout: 120_000,
+}, async () => {
   const dir = tempDir('notify');
   const { backbone, bundle } = await writeSyntheticBundle(dir);
   await writeStream(join(dir, 'stream'), 10, 30_000);
@@ -176,7 +192,12 @@ test('daemon: systemd gets READY=1, STATUS=, WATCHDOG=1 and STOPPING=1 on NOTIFY
   await broker.start();
   const sock = join(dir, 'notify.sock');
   // Node has no unix datagram sockets; a few lines of Python play systemd's side.
-  const py = spawn('python3', ['-u', '-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('LISTENING',flush=True)\nwhile True:\n  print(s.recv(4096).decode().replace('\\n','|'),flush=True)`, sock]);
+  const py = spawn('python3', [
+    '-u',
+    '-c',
+    `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('LISTENING',flush=True)\nwhile True:\n  print(s.recv(4096).decode().replace('\\n','|'),flush=True)`,
+    sock,
+  ]);
   let got = '';
   py.stdout.on('data', (d) => (got += d.toString()));
   await waitFor('notify socket', () => got.includes('LISTENING'));
@@ -241,7 +262,10 @@ test('daemon: PLC trigger with part id, and the command topics (pause, resume, s
     c.publish('hiercore/test-line/trigger', 'P-1001', { qos: 1 });
     c.publish('hiercore/test-line/trigger', JSON.stringify({ part_id: 'P-1002' }), { qos: 1 });
     await waitFor('two triggered verdicts', () => verdicts().length >= 2, 20_000);
-    assert.deepEqual(verdicts().map((v) => v.part_id), ['P-1001', 'P-1002']);
+    assert.deepEqual(
+      verdicts().map((v) => v.part_id),
+      ['P-1001', 'P-1002'],
+    );
 
     c.publish('hiercore/test-line/cmd/pause', '{"request_id": "r1"}');
     await waitFor('pause response', () => response('pause').length, 10_000);

@@ -21,7 +21,14 @@ test('fallback backbone: ONNX activations equal TensorFlow.js on the original Ke
   await tf.setBackend('cpu');
   const dir = tempDir('fallback');
   const { sidecar, onnxPath } = importFallbackBackbone(dir);
-  assert.deepEqual(sidecar.outputs.map((o) => [o.name, o.channels, o.stride]), [['patch_s8', 192, 8], ['patch_s16', 384, 16], ['semantic', 384, 16]]);
+  assert.deepEqual(
+    sidecar.outputs.map((o) => [o.name, o.channels, o.stride]),
+    [
+      ['patch_s8', 192, 8],
+      ['patch_s16', 384, 16],
+      ['semantic', 384, 16],
+    ],
+  );
   const { model, shards } = loadNsfwjsModel();
   const H = 160;
   const W = 224; // not the training size: the importer's padding must hold for other sizes too
@@ -65,14 +72,20 @@ test('Keras importer: unknown layers and broken weight data are clear errors', (
   // The classifier head uses Dense/Dropout: asking for it names the unsupported layer instead of guessing.
   const layers = (model.modelTopology.model_config ?? model.modelTopology).config!.layers;
   const dense = layers.find((l) => l.class_name === 'Dense')!;
-  assert.throws(() => convertKeras(model, weights, [{ layer: dense.name, name: 'x' }]), (e: Error) => e instanceof UnsupportedLayerError && /is not supported by the importer/.test(e.message));
+  assert.throws(
+    () => convertKeras(model, weights, [{ layer: dense.name, name: 'x' }]),
+    (e: Error) => e instanceof UnsupportedLayerError && /is not supported by the importer/.test(e.message),
+  );
 });
 
 test('model fetch: checks the pinned sha256, and says what to do offline', async () => {
   const { fetchBackbone, CORAL_MODELS } = await import('../src/features/default-backbone.ts');
   const out = tempDir('fetch');
   const offline = (() => Promise.reject(new TypeError('fetch failed'))) as unknown as typeof fetch;
-  await assert.rejects(fetchBackbone('mobilenet-v2-ptq', out, offline), /cannot download https:\/\/github.com\/google-coral\/test_data\/raw\/[0-9a-f]{40}\/tf2_mobilenet_v2_1.0_224_ptq.tflite \(fetch failed\)\. Without internet: copy tf2_mobilenet_v2_1.0_224_ptq.tflite \(sha256 5d3137/);
+  await assert.rejects(
+    fetchBackbone('mobilenet-v2-ptq', out, offline),
+    /cannot download https:\/\/github.com\/google-coral\/test_data\/raw\/[0-9a-f]{40}\/tf2_mobilenet_v2_1.0_224_ptq.tflite \(fetch failed\)\. Without internet: copy tf2_mobilenet_v2_1.0_224_ptq.tflite \(sha256 5d3137/,
+  );
   const tampered = (() => Promise.resolve(new Response(new Uint8Array([1, 2, 3])))) as unknown as typeof fetch;
   await assert.rejects(fetchBackbone('mobilenet-v2-ptq', out, tampered), /has sha256 039058c6.*expected 5d3137.*not imported/);
   // The pins are those of the reference copies in ../shared, where present.

@@ -46,13 +46,15 @@ class Client {
     return new Promise((r) => this.c.publish(topic, payload, { qos: 1, ...opts }, () => r()));
   }
   verdicts(): VerdictPayload[] {
-    return this.got.filter((m) => m.topic === `${BASE}/verdict`).flatMap((m) => {
-      try {
-        return [JSON.parse(m.text) as VerdictPayload];
-      } catch {
-        return [];
-      }
-    });
+    return this.got
+      .filter((m) => m.topic === `${BASE}/verdict`)
+      .flatMap((m) => {
+        try {
+          return [JSON.parse(m.text) as VerdictPayload];
+        } catch {
+          return [];
+        }
+      });
   }
   responses(name: string): Record<string, any>[] {
     return this.got.filter((m) => m.topic === `${BASE}/cmd/${name}/response`).map((m) => JSON.parse(m.text));
@@ -83,14 +85,23 @@ test('faults: hostile clients, broker down at boot, a broken replay file, a trig
   const broker = new Mosquitto(join(dir, 'broker'), await freePort());
   const metricsPort = await freePort();
   const cfgFile = join(dir, 'site.json');
-  writeFileSync(cfgFile, JSON.stringify({
-    station: 'fault-line', backbone, bundle: join(bundles, 'line-a.hcebundle'), bundle_dir: bundles, state_dir: join(dir, 'state'),
-    source: { kind: 'folder', path: await replayFolder(join(dir, 'stream'), 12), fps: 20, loop: true },
-    trigger: { mode: 'mqtt', window_ms: 1500, queue_max: 16 },
-    mqtt: { url: broker.url, store_dir: join(dir, 'store'), stats_interval_s: 0 },
-    commands: { control: true, token: 'line-secret' },
-    runtime: { threads: 1 }, archive: { dir: join(dir, 'archive'), quota_mb: 5 }, metrics: { port: metricsPort },
-  }));
+  writeFileSync(
+    cfgFile,
+    JSON.stringify({
+      station: 'fault-line',
+      backbone,
+      bundle: join(bundles, 'line-a.hcebundle'),
+      bundle_dir: bundles,
+      state_dir: join(dir, 'state'),
+      source: { kind: 'folder', path: await replayFolder(join(dir, 'stream'), 12), fps: 20, loop: true },
+      trigger: { mode: 'mqtt', window_ms: 1500, queue_max: 16 },
+      mqtt: { url: broker.url, store_dir: join(dir, 'store'), stats_interval_s: 0 },
+      commands: { control: true, token: 'line-secret' },
+      runtime: { threads: 1 },
+      archive: { dir: join(dir, 'archive'), quota_mb: 5 },
+      metrics: { port: metricsPort },
+    }),
+  );
 
   // Retained commands left on the broker by someone else, before the daemon ever starts.
   await broker.start();
@@ -167,7 +178,7 @@ test('faults: hostile clients, broker down at boot, a broken replay file, a trig
     const rss0 = await rssMb(daemon.proc.pid!);
     for (let i = 0; i < 3000; i++) c.c.publish(`${BASE}/trigger`, `F-${i}`, { qos: 0 });
     await new Promise((r) => setTimeout(r, 3000));
-    const stats = (await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text());
+    const stats = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     assert.match(stats, /hce_triggers_total\{outcome="refused"\} [1-9]/);
     assert.ok((await rssMb(daemon.proc.pid!)) < rss0 + 150, 'trigger flood does not grow memory');
 
@@ -193,7 +204,20 @@ test('faults: a start-up that fails exits non-zero within seconds; a scoring set
   await writePng(join(dir, 'stream', 'a.png'), syntheticPart(96, 1), 96, 96);
   const run = async (over: Record<string, unknown>) => {
     const file = join(dir, `site-${Math.random().toString(36).slice(2)}.json`);
-    writeFileSync(file, JSON.stringify({ station: 'fault-line', backbone, bundle, state_dir: join(dir, 'state'), source: { kind: 'folder', path: join(dir, 'stream') }, mqtt: { url: 'mqtt://127.0.0.1:1', store_dir: join(dir, 'store') }, metrics: { port: 0 }, archive: { dir: '' }, ...over }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        station: 'fault-line',
+        backbone,
+        bundle,
+        state_dir: join(dir, 'state'),
+        source: { kind: 'folder', path: join(dir, 'stream') },
+        mqtt: { url: 'mqtt://127.0.0.1:1', store_dir: join(dir, 'store') },
+        metrics: { port: 0 },
+        archive: { dir: '' },
+        ...over,
+      }),
+    );
     const t0 = Date.now();
     const d = new DaemonProcess(file);
     const code = await d.exited;

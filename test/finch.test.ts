@@ -99,7 +99,11 @@ test('one product type stays one cluster; poses of one product are merged; tiny 
   // Two "poses" of one product about 0.1 apart (turning it over moves it 0.1), and a rigid third
   // product (turning moves it 0.01): the poses merge, the rigid product stays apart.
   const rnd = seededRandom(9);
-  const base = normaliseRows(Float32Array.from({ length: d }, () => rnd() - 0.5), 1, d);
+  const base = normaliseRows(
+    Float32Array.from({ length: d }, () => rnd() - 0.5),
+    1,
+    d,
+  );
   const turned = Float32Array.from(base, (v, i) => v + (i === 0 ? 0.45 : 0));
   const other = Float32Array.from(base, (v, i) => (i === 1 ? 3 : -v));
   const rows: number[] = [];
@@ -131,6 +135,9 @@ test('one product type stays one cluster; poses of one product are merged; tiny 
   labels[6] = 2;
   const m = mergeClusters(u, d, { labels, count: 3 }, 0, 10);
   assert.equal(m.partition.count, 2);
-  assert.deepEqual(m.merged.map((s) => [s.reason, s.size]), [['small', 3]]);
+  assert.deepEqual(
+    m.merged.map((s) => [s.reason, s.size]),
+    [['small', 3]],
+  );
   assert.equal(m.partition.labels[0], m.partition.labels[9], 'went to its own product (base/pose cluster)');
 });

@@ -68,7 +68,12 @@ function hugePng(width: number, height: number): Uint8Array {
   v.setUint32(0, width);
   v.setUint32(4, height);
   ihdr.set([8, 2, 0, 0, 0], 8);
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), pngChunk('IHDR', ihdr), pngChunk('IDAT', new Uint8Array([0x78, 0x9c, 0x03, 0x00])), pngChunk('IEND', new Uint8Array(0))]);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk('IHDR', ihdr),
+    pngChunk('IDAT', new Uint8Array([0x78, 0x9c, 0x03, 0x00])),
+    pngChunk('IEND', new Uint8Array(0)),
+  ]);
 }
 
 const onlyDecodeErrors = (e: unknown) => {
@@ -80,7 +85,10 @@ test('BMP: a 62-byte file with a palette of 0xFFFFFFFF colours is refused at onc
   new DataView(b.buffer).setUint32(46, 0xffffffff, true);
   new DataView(b.buffer).setUint32(10, 58, true);
   const t0 = performance.now();
-  assert.throws(() => decodeBmp(b), (e: unknown) => e instanceof ImageDecodeError && /palette of 4294967295 colours is invalid/.test((e as Error).message));
+  assert.throws(
+    () => decodeBmp(b),
+    (e: unknown) => e instanceof ImageDecodeError && /palette of 4294967295 colours is invalid/.test((e as Error).message),
+  );
   assert.ok(performance.now() - t0 < 50);
 });
 
@@ -91,7 +99,11 @@ test('BMP: every header field is checked, with a message that says which', () =>
     else new DataView(b.buffer).setUint32(off, value >>> 0, true);
     return b;
   };
-  const refuses = (b: Uint8Array, re: RegExp, maxPixels?: number) => assert.throws(() => decodeBmp(b, { maxPixels }), (e: unknown) => e instanceof ImageDecodeError && re.test((e as Error).message));
+  const refuses = (b: Uint8Array, re: RegExp, maxPixels?: number) =>
+    assert.throws(
+      () => decodeBmp(b, { maxPixels }),
+      (e: unknown) => e instanceof ImageDecodeError && re.test((e as Error).message),
+    );
   refuses(field(0, 2, 0x4141), /no "BM" signature/);
   refuses(field(14, 4, 12), /header size 12 is not supported/);
   refuses(field(18, 4, 0), /size 0x3 is invalid/);
@@ -119,14 +131,21 @@ test('BMP: every header field is checked, with a message that says which', () =>
 test('PNG/JPEG: a 16000x16000 header is refused before decoding; limits and formats', async () => {
   const rss0 = process.memoryUsage().rss;
   const t0 = performance.now();
-  await assert.rejects(decodeImage(hugePng(16000, 16000), 'huge.png'), (e: unknown) => e instanceof ImageDecodeError && /huge\.png: image is larger than the limit of 40000000 pixels/.test((e as Error).message));
+  await assert.rejects(
+    decodeImage(hugePng(16000, 16000), 'huge.png'),
+    (e: unknown) => e instanceof ImageDecodeError && /huge\.png: image is larger than the limit of 40000000 pixels/.test((e as Error).message),
+  );
   assert.ok(performance.now() - t0 < 1000, `${performance.now() - t0} ms`);
   assert.ok(process.memoryUsage().rss - rss0 < 100 * 2 ** 20, 'nothing near 768 MB was allocated');
 
-  const png = await sharp(syntheticPart(64, 1), { raw: { width: 64, height: 64, channels: 3 } }).png().toBuffer();
+  const png = await sharp(syntheticPart(64, 1), { raw: { width: 64, height: 64, channels: 3 } })
+    .png()
+    .toBuffer();
   assert.equal((await decodeImage(png, 'p', { maxPixels: 4096 })).width, 64);
   await assert.rejects(decodeImage(png, 'p', { maxPixels: 4095 }), /limit of 4095 pixels/);
-  const jpg = await sharp(syntheticPart(64, 1), { raw: { width: 64, height: 64, channels: 3 } }).jpeg().toBuffer();
+  const jpg = await sharp(syntheticPart(64, 1), { raw: { width: 64, height: 64, channels: 3 } })
+    .jpeg()
+    .toBuffer();
   // SOF0 carries height and width: claim 60000x60000
   const sof = jpg.indexOf(Buffer.from([0xff, 0xc0]));
   const big = Buffer.from(jpg);
@@ -149,7 +168,21 @@ test('maxPixelsFor: the configured value, else 4x the output size, else 40 MP', 
 });
 
 const INTERESTING = [0, 1, 2, 8, 12, 24, 32, 40, 54, 124, 255, 256, 257, 0x7fff, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xffffffff, 0xfffffffe];
-const HEADER_FIELDS: [number, 2 | 4][] = [[2, 4], [10, 4], [14, 4], [18, 4], [22, 4], [26, 2], [28, 2], [30, 4], [34, 4], [46, 4], [50, 4], [54, 4], [58, 4]];
+const HEADER_FIELDS: [number, 2 | 4][] = [
+  [2, 4],
+  [10, 4],
+  [14, 4],
+  [18, 4],
+  [22, 4],
+  [26, 2],
+  [28, 2],
+  [30, 4],
+  [34, 4],
+  [46, 4],
+  [50, 4],
+  [54, 4],
+  [58, 4],
+];
 
 /** undefined 4 times out of 5 */
 const rarely = <T>(a: fc.Arbitrary<T>) => fc.oneof({ arbitrary: fc.constant(undefined), weight: 4 }, { arbitrary: a, weight: 1 });
@@ -223,7 +256,15 @@ test(`property: decodeBmp on mutated valid 8/24/32-bit files: only ImageDecodeEr
 test(`property: decodeImage on mutated PNG, JPEG and BMP files: only ImageDecodeError, bounded output (${PROPERTY_RUNS.encodedMutated} cases)`, async (t) => {
   const maxPixels = 64 * 64;
   const raw = { raw: { width: 64, height: 48, channels: 3 as const } };
-  const bases = [await sharp(syntheticPart(64, 3).subarray(0, 64 * 48 * 3), raw).png().toBuffer(), await sharp(syntheticPart(64, 4).subarray(0, 64 * 48 * 3), raw).jpeg().toBuffer(), bmp(30, 20, 24)];
+  const bases = [
+    await sharp(syntheticPart(64, 3).subarray(0, 64 * 48 * 3), raw)
+      .png()
+      .toBuffer(),
+    await sharp(syntheticPart(64, 4).subarray(0, 64 * 48 * 3), raw)
+      .jpeg()
+      .toBuffer(),
+    bmp(30, 20, 24),
+  ];
   const pngFields = fc.record({
     // IHDR width/height (big-endian, at 16 and 20) set to edge values; CRCs left stale or not
     w: rarely(fc.constantFrom(0, 1, 64, 16000, 0x7fffffff, 0xffffffff)),
@@ -270,12 +311,26 @@ test('folder replay: an undecodable file reports lost, the next good frame strea
   const src = new FolderSource({ path: dir, fps: 200, loop: false, maxPixels: 32 * 32 });
   const states: [SourceState, string][] = [];
   const frames: string[] = [];
-  await new Promise<void>((resolve) => src.start({ frame: (f) => frames.push(f.path!), state: (s, d) => (states.push([s, d]), s === 'ended' && resolve()) }));
+  await new Promise<void>((resolve) =>
+    src.start({
+      frame: (f) => frames.push(f.path!),
+      state: (s, d) => {
+        states.push([s, d]);
+        if (s === 'ended') resolve();
+      },
+    }),
+  );
   await src.stop();
-  assert.deepEqual(states.map((s) => s[0]), ['streaming', 'lost', 'streaming', 'lost', 'streaming', 'ended']);
+  assert.deepEqual(
+    states.map((s) => s[0]),
+    ['streaming', 'lost', 'streaming', 'lost', 'streaming', 'ended'],
+  );
   assert.match(states[1][1], /b_bad\.png: cannot decode/);
   assert.match(states[3][1], /d_large\.png: image is larger than the limit of 1024 pixels/);
-  assert.deepEqual(frames.map((p) => p.slice(dir.length + 1)), ['a_good.png', 'c_good.png', 'e_good.png']);
+  assert.deepEqual(
+    frames.map((p) => p.slice(dir.length + 1)),
+    ['a_good.png', 'c_good.png', 'e_good.png'],
+  );
 });
 
 // ---------------------------------------------------------------- secrets
@@ -297,7 +352,15 @@ test('redaction: URLs of any scheme, launch strings, rtspsrc properties and pass
 });
 
 test('redactConfig: sensitive keys masked, URLs in every other string redacted, input untouched', () => {
-  const conf = { source: { kind: 'rtsp', url: 'rtsp://admin:pw@cam/s', pipeline: 'x user-pw=pw ! y' }, mqtt: { url: 'mqtt://u:mqttpw@broker', password: 'mqttpw', username: 'u', key: '' }, commands: { token: 'tok' }, list: ['http://a:b@c'], n: 3, b: true, z: null };
+  const conf = {
+    source: { kind: 'rtsp', url: 'rtsp://admin:pw@cam/s', pipeline: 'x user-pw=pw ! y' },
+    mqtt: { url: 'mqtt://u:mqttpw@broker', password: 'mqttpw', username: 'u', key: '' },
+    commands: { token: 'tok' },
+    list: ['http://a:b@c'],
+    n: 3,
+    b: true,
+    z: null,
+  };
   const out = redactConfig(conf, ['mqtt.password', 'commands.token', 'key']);
   assert.equal(out.mqtt.password, '[redacted]');
   assert.equal(out.commands.token, '[redacted]');
@@ -313,7 +376,7 @@ test('redactConfig: sensitive keys masked, URLs in every other string redacted, 
 });
 
 const credential = fc.string({ minLength: 1, maxLength: 24, unit: 'binary' });
-const rawCredential = fc.string({ minLength: 1, maxLength: 24, unit: fc.constantFrom(...'abcXYZ019!#$%&()*+,-./:;<=>?@[]^_`{|}~\'\\'.split('')) });
+const rawCredential = fc.string({ minLength: 1, maxLength: 24, unit: fc.constantFrom(..."abcXYZ019!#$%&()*+,-./:;<=>?@[]^_`{|}~'\\".split('')) });
 
 test('property: for any user and password in a URL, the redacted text does not depend on them (3000 cases)', () => {
   const rtsp = (url: string): SourceConfig => ({ kind: 'rtsp', path: '', device: '', url, camera: '', pipeline: '', width: 0, height: 0, fps: 5, loop: false, frame_timeout_ms: 5000 });
@@ -383,7 +446,10 @@ test('archive: a failed add removes its temp folder and throws ArchiveError; the
   const a = new NgArchive(dir, 10 * 2 ** 20, { fs });
   a.add('1', ENTRY);
   failNext = true;
-  assert.throws(() => a.add('2', ENTRY), (e: unknown) => e instanceof ArchiveError && e.code === 'ENOSPC' && /entry .*_2 not archived in .*: the disk is full/.test(e.message));
+  assert.throws(
+    () => a.add('2', ENTRY),
+    (e: unknown) => e instanceof ArchiveError && e.code === 'ENOSPC' && /entry .*_2 not archived in .*: the disk is full/.test(e.message),
+  );
   assert.deepEqual(hidden(dir), [], 'no partly written entry is left');
   assert.equal(a.count, 1);
   assert.equal(a.failures, 1);
@@ -447,7 +513,18 @@ test('archive: ENOSPC on a real full tmpfs', (t) => {
 
 test('extractor pool: at most maxSessions sessions over many shapes; in-flight extractions stay correct', async () => {
   const backbone = writeSyntheticBackbone(join(tempDir('inputs-pool'), 'bb'));
-  const shapes: [number, number][] = [[64, 64], [96, 64], [64, 96], [128, 64], [64, 128], [96, 96], [160, 64], [64, 160], [128, 96], [96, 128]];
+  const shapes: [number, number][] = [
+    [64, 64],
+    [96, 64],
+    [64, 96],
+    [128, 64],
+    [64, 128],
+    [96, 96],
+    [160, 64],
+    [64, 160],
+    [128, 96],
+    [96, 128],
+  ];
   const settings = (w: number, h: number): FeatureSettings => ({ width: w, height: h, fit: 'letterbox', preDim: 32, dim: 16 });
   const img = { width: 80, height: 60, data: syntheticPart(80, 9).subarray(0, 80 * 60 * 3) };
   const reference = new Map<string, Float32Array>();
@@ -493,7 +570,21 @@ test('systemd unit: exposure score of systemd-analyze security is at most 4.0', 
   assert.ok(Number(m[1]) <= 4.0, `exposure ${m[1]}`);
   const unit = nodeFs.readFileSync(UNIT, 'utf8');
   assert.doesNotMatch(unit, /^MemoryDenyWriteExecute=/m, 'V8 needs W+X pages');
-  for (const k of ['UMask=0027', 'MemoryMax=', 'MemoryHigh=', 'ProtectClock=yes', 'ProtectKernelLogs=yes', 'ProtectProc=invisible', 'ProcSubset=pid', 'RestrictNamespaces=yes', 'SystemCallFilter=@system-service', 'SystemCallArchitectures=native', 'CapabilityBoundingSet=\n', 'AmbientCapabilities=\n', 'DeviceAllow=char-video4linux rw']) {
+  for (const k of [
+    'UMask=0027',
+    'MemoryMax=',
+    'MemoryHigh=',
+    'ProtectClock=yes',
+    'ProtectKernelLogs=yes',
+    'ProtectProc=invisible',
+    'ProcSubset=pid',
+    'RestrictNamespaces=yes',
+    'SystemCallFilter=@system-service',
+    'SystemCallArchitectures=native',
+    'CapabilityBoundingSet=\n',
+    'AmbientCapabilities=\n',
+    'DeviceAllow=char-video4linux rw',
+  ]) {
     assert.ok(unit.includes(k), k);
   }
 });

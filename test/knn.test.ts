@@ -10,7 +10,10 @@ function randomMatrix(rows: number, cols: number, seed: number, scale = 1): Floa
 }
 
 test('ONNX kNN distances equal brute-force JS distances', async () => {
-  const gh = 6, gw = 5, dim = 37, m = 211;
+  const gh = 6,
+    gw = 5,
+    dim = 37,
+    m = 211;
   const bank = randomMatrix(m, dim, 1, 4);
   const patches = randomMatrix(gh * gw, dim, 2, 4);
   const scorer = await PatchScorer.create(bank, m, dim, { gridHeight: gh, gridWidth: gw, height: 48, width: 40 });
@@ -25,7 +28,8 @@ test('ONNX kNN distances equal brute-force JS distances', async () => {
 });
 
 test('a patch equal to a bank entry scores zero', async () => {
-  const dim = 8, m = 20;
+  const dim = 8,
+    m = 20;
   const bank = randomMatrix(m, dim, 3);
   const patches = new Float32Array(4 * dim);
   patches.set(bank.subarray(5 * dim, 6 * dim), 0);
@@ -39,7 +43,11 @@ test('a patch equal to a bank entry scores zero', async () => {
 });
 
 test('heatmap has the input size, peaks at the anomalous patch and is blurred with sigma 4', async () => {
-  const gh = 8, gw = 8, dim = 4, H = 64, W = 64;
+  const gh = 8,
+    gw = 8,
+    dim = 4,
+    H = 64,
+    W = 64;
   const bank = new Float32Array(dim); // one all-zero entry: a patch's score is its norm
   const patches = new Float32Array(gh * gw * dim);
   const hot = 2 * gw + 5; // row 2, column 5
@@ -49,7 +57,8 @@ test('heatmap has the input size, peaks at the anomalous patch and is blurred wi
   assert.equal(r.heatmap.length, H * W);
   let arg = 0;
   for (let i = 1; i < r.heatmap.length; i++) if (r.heatmap[i] > r.heatmap[arg]) arg = i;
-  const py = Math.floor(arg / W), px = arg % W;
+  const py = Math.floor(arg / W),
+    px = arg % W;
   // Patch (2, 5) covers pixels y 16..23, x 40..47.
   assert.ok(py >= 16 && py < 24 && px >= 40 && px < 48, `peak at (${px}, ${py})`);
   // The blur spreads the peak: below the raw patch score, and not zero 6 px away.

@@ -26,7 +26,8 @@ test('regions are 8-connected', () => {
 
 test('pixel AUROC and PRO on a hand-made case', () => {
   // 4x4 image, one 2x2 defect region in the corner; scores rank defect pixels first.
-  const w = 4, h = 4;
+  const w = 4,
+    h = 4;
   const mask = new Uint8Array(16);
   for (const i of [0, 1, 4, 5]) mask[i] = 1;
   const perfect = new Float32Array(16).map((_, i) => (mask[i] ? 1 : 0.1 + i / 100));

@@ -34,7 +34,8 @@ test('PatchCore separates planted defects from nominal parts and localises them'
     labels.push(1);
     let arg = 0;
     for (let p = 1; p < r.heatmap.length; p++) if (r.heatmap[p] > r.heatmap[arg]) arg = p;
-    const px = arg % SIZE, py = Math.floor(arg / SIZE);
+    const px = arg % SIZE,
+      py = Math.floor(arg / SIZE);
     if (Math.abs(px - (defect.x + 4)) <= 10 && Math.abs(py - (defect.y + 2)) <= 10) localised++;
   }
   const a = auroc(scores, labels)!;

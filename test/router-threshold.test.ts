@@ -73,7 +73,7 @@ test('thresholds from good scores: FRR quantile, F1 with defects, normalised sco
   assert.equal(normaliseScore(1, 2, 1), 0);
   assert.equal(normaliseScore(3, 2, 1), 1);
   assert.equal(normaliseScore(5, 2, 1), 1);
-  assert.equal(normaliseScore(5, 2, 1, false), 2, "unclipped for ranking");
+  assert.equal(normaliseScore(5, 2, 1, false), 2, 'unclipped for ranking');
   const s = summarise([1, 2, 3, 4]);
   assert.deepEqual([s.n, s.mean, s.min, s.p50, s.max], [4, 2.5, 1, 2.5, 4]);
   const folds = kFolds(23, 5, 0);

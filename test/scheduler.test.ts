@@ -7,10 +7,19 @@ import type { Frame } from '../src/capture/types.ts';
 import { assessHealth, watchdogOk, type HealthFacts } from '../src/service/health.ts';
 
 function rig(o: Partial<SchedulerOptions> = {}) {
-  const clock = { t: 1_000_000, now() { return this.t; } };
+  const clock = {
+    t: 1_000_000,
+    now() {
+      return this.t;
+    },
+  };
   const noFrame: { t: Trigger; why: NoFrameReason }[] = [];
   const dropped: string[] = [];
-  const s = new FrameScheduler({ mode: 'mqtt', maxFps: 0, windowMs: 2000, triggerQueueMax: 4, readyMax: 3, ...o }, { noFrame: (t, why) => noFrame.push({ t, why }), dropped: (w, d) => dropped.push(`${w}: ${d}`) }, clock);
+  const s = new FrameScheduler(
+    { mode: 'mqtt', maxFps: 0, windowMs: 2000, triggerQueueMax: 4, readyMax: 3, ...o },
+    { noFrame: (t, why) => noFrame.push({ t, why }), dropped: (w, d) => dropped.push(`${w}: ${d}`) },
+    clock,
+  );
   let id = 0;
   const frame = (capturedAt = clock.t): Frame => ({ id: ++id, width: 1, height: 1, data: new Uint8Array(3), capturedAt });
   return { s, clock, noFrame, dropped, frame };
@@ -64,10 +73,17 @@ test('scheduler mqtt mode: no frame within the window gives NO_FRAME, in trigger
   s.trigger('B');
   clock.t += 450;
   s.tick();
-  assert.deepEqual(noFrame.map((n) => [n.t.partId, n.why]), [['A', 'no frame within the trigger window']]);
+  assert.deepEqual(
+    noFrame.map((n) => [n.t.partId, n.why]),
+    [['A', 'no frame within the trigger window']],
+  );
   clock.t += 100;
   s.offerFrame(frame());
-  assert.deepEqual(noFrame.map((n) => n.t.partId), ['A', 'B'], 'B expired before the frame was offered');
+  assert.deepEqual(
+    noFrame.map((n) => n.t.partId),
+    ['A', 'B'],
+    'B expired before the frame was offered',
+  );
   assert.equal(s.next(), null);
 });
 
@@ -76,7 +92,13 @@ test('scheduler: triggers while paused or with the camera lost are answered at o
   s.trigger('P-1');
   s.trigger('P-2');
   s.pause();
-  assert.deepEqual(noFrame.map((n) => [n.t.partId, n.why]), [['P-1', 'paused'], ['P-2', 'paused']]);
+  assert.deepEqual(
+    noFrame.map((n) => [n.t.partId, n.why]),
+    [
+      ['P-1', 'paused'],
+      ['P-2', 'paused'],
+    ],
+  );
   s.trigger('P-3');
   assert.equal(noFrame.at(-1)!.why, 'paused');
   s.offerFrame(frame());
@@ -85,7 +107,13 @@ test('scheduler: triggers while paused or with the camera lost are answered at o
   s.trigger('P-4');
   s.camera(false);
   s.trigger('P-5');
-  assert.deepEqual(noFrame.slice(3).map((n) => [n.t.partId, n.why]), [['P-4', 'camera lost'], ['P-5', 'camera lost']]);
+  assert.deepEqual(
+    noFrame.slice(3).map((n) => [n.t.partId, n.why]),
+    [
+      ['P-4', 'camera lost'],
+      ['P-5', 'camera lost'],
+    ],
+  );
   s.camera(true);
   s.trigger('P-6');
   s.offerFrame(frame());
@@ -126,21 +154,37 @@ test('scheduler: a snapshot takes the next frame first, also while paused; stop 
   const left = s.stop();
   assert.equal(left.length, 1);
   assert.equal(left[0].trigger!.partId, 'late');
-  assert.deepEqual(noFrame.map((n) => [n.t.partId, n.why]), [['bound', 'stopping']]);
+  assert.deepEqual(
+    noFrame.map((n) => [n.t.partId, n.why]),
+    [['bound', 'stopping']],
+  );
 });
 
 test('scheduler property: every trigger is inspected, answered NO_FRAME, refused, or still pending — never lost, never bound to an older frame', () => {
   let runs = 0;
   fc.assert(
     fc.property(
-      fc.array(fc.oneof(fc.record({ k: fc.constant('trigger' as const) }), fc.record({ k: fc.constant('frame' as const), lag: fc.integer({ min: -50, max: 50 }) }), fc.record({ k: fc.constant('next' as const) }), fc.record({ k: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 3000 }) }), fc.record({ k: fc.constant('pause' as const) }), fc.record({ k: fc.constant('resume' as const) }), fc.record({ k: fc.constant('camera' as const), up: fc.boolean() })), { maxLength: 200 }),
+      fc.array(
+        fc.oneof(
+          fc.record({ k: fc.constant('trigger' as const) }),
+          fc.record({ k: fc.constant('frame' as const), lag: fc.integer({ min: -50, max: 50 }) }),
+          fc.record({ k: fc.constant('next' as const) }),
+          fc.record({ k: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 3000 }) }),
+          fc.record({ k: fc.constant('pause' as const) }),
+          fc.record({ k: fc.constant('resume' as const) }),
+          fc.record({ k: fc.constant('camera' as const), up: fc.boolean() }),
+        ),
+        { maxLength: 200 },
+      ),
       (ops) => {
         runs++;
         const { s, clock, noFrame, dropped, frame } = rig({ triggerQueueMax: 5, readyMax: 3 });
         let sent = 0;
         let inspected = 0;
         for (const op of ops) {
-          if (op.k === 'trigger') { s.trigger(`P-${sent++}`); } else if (op.k === 'frame') s.offerFrame(frame(clock.t + op.lag));
+          if (op.k === 'trigger') {
+            s.trigger(`P-${sent++}`);
+          } else if (op.k === 'frame') s.offerFrame(frame(clock.t + op.lag));
           else if (op.k === 'next') {
             const j = s.next();
             if (j?.trigger) {
@@ -165,7 +209,21 @@ test('scheduler property: every trigger is inspected, answered NO_FRAME, refused
   assert.equal(runs, 2000);
 });
 
-const facts = (o: Partial<HealthFacts> = {}): HealthFacts => ({ now: 100_000, ready: true, stopping: false, camera: 'streaming', mqttConnected: true, workerAlive: true, storeError: null, paused: false, mode: 'free', lastInspected: 99_000, startedAt: 0, stallMs: 60_000, ...o });
+const facts = (o: Partial<HealthFacts> = {}): HealthFacts => ({
+  now: 100_000,
+  ready: true,
+  stopping: false,
+  camera: 'streaming',
+  mqttConnected: true,
+  workerAlive: true,
+  storeError: null,
+  paused: false,
+  mode: 'free',
+  lastInspected: 99_000,
+  startedAt: 0,
+  stallMs: 60_000,
+  ...o,
+});
 
 test('health and watchdog: a dead worker, a failing store, a lost camera each show; the watchdog needs a live worker in every mode', () => {
   assert.deepEqual(assessHealth(facts()), { ok: true, reasons: [] });

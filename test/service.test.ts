@@ -64,30 +64,56 @@ test('MQTT: password and TLS listeners work, bad credentials and unknown CAs are
   sh('openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null');
   sh('printf "subjectAltName=IP:127.0.0.1\\n" > san.ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.pem 2>/dev/null');
   sh('openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=other-ca" -keyout other.key -out other.pem 2>/dev/null');
-  sh('openssl req -newkey rsa:2048 -nodes -subj "/CN=line3-cam1" -keyout client.key -out client.csr 2>/dev/null && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem 2>/dev/null');
+  sh(
+    'openssl req -newkey rsa:2048 -nodes -subj "/CN=line3-cam1" -keyout client.key -out client.csr 2>/dev/null && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem 2>/dev/null',
+  );
   sh('chmod 644 *.key && mosquitto_passwd -b -c passwd line3 right-password');
   const pwPort = await freePort();
   const tlsPort = await freePort();
   const certPort = await freePort();
-  const broker = new Mosquitto(join(dir, 'broker'), await freePort(), [
-    `listener ${pwPort} 127.0.0.1`,
-    'allow_anonymous false',
-    `password_file ${join(dir, 'passwd')}`,
-    `listener ${tlsPort} 127.0.0.1`,
-    'allow_anonymous true',
-    `cafile ${join(dir, 'ca.pem')}`,
-    `certfile ${join(dir, 'server.pem')}`,
-    `keyfile ${join(dir, 'server.key')}`,
-    `listener ${certPort} 127.0.0.1`,
-    'allow_anonymous true',
-    `cafile ${join(dir, 'ca.pem')}`,
-    `certfile ${join(dir, 'server.pem')}`,
-    `keyfile ${join(dir, 'server.key')}`,
-    'require_certificate true',
-  ].join('\n'), 'per_listener_settings true');
+  const broker = new Mosquitto(
+    join(dir, 'broker'),
+    await freePort(),
+    [
+      `listener ${pwPort} 127.0.0.1`,
+      'allow_anonymous false',
+      `password_file ${join(dir, 'passwd')}`,
+      `listener ${tlsPort} 127.0.0.1`,
+      'allow_anonymous true',
+      `cafile ${join(dir, 'ca.pem')}`,
+      `certfile ${join(dir, 'server.pem')}`,
+      `keyfile ${join(dir, 'server.key')}`,
+      `listener ${certPort} 127.0.0.1`,
+      'allow_anonymous true',
+      `cafile ${join(dir, 'ca.pem')}`,
+      `certfile ${join(dir, 'server.pem')}`,
+      `keyfile ${join(dir, 'server.key')}`,
+      'require_certificate true',
+    ].join('\n'),
+    'per_listener_settings true',
+  );
   await broker.start();
   const logs: string[] = [];
-  const settings = (o: Partial<MqttSettings>): MqttSettings => ({ url: '', prefix: 'hiercore', station: 's', protocol_version: 5, client_id: `t-${Math.random()}`, username: '', password: '', ca: '', cert: '', key: '', reject_unauthorized: true, store_dir: join(dir, `store-${Math.random()}`), keepalive_s: 30, commands: { control: false, token: '', maxBytes: 65536 }, queue_max: 1000, queue_max_bytes: 2 ** 20, max_packet_bytes: 65536 + 4096, ...o });
+  const settings = (o: Partial<MqttSettings>): MqttSettings => ({
+    url: '',
+    prefix: 'hiercore',
+    station: 's',
+    protocol_version: 5,
+    client_id: `t-${Math.random()}`,
+    username: '',
+    password: '',
+    ca: '',
+    cert: '',
+    key: '',
+    reject_unauthorized: true,
+    store_dir: join(dir, `store-${Math.random()}`),
+    keepalive_s: 30,
+    commands: { control: false, token: '', maxBytes: 65536 },
+    queue_max: 1000,
+    queue_max_bytes: 2 ** 20,
+    max_packet_bytes: 65536 + 4096,
+    ...o,
+  });
   const connect = async (o: Partial<MqttSettings>) => {
     const p = new MqttPublisher(settings(o), { log: (_l, m) => logs.push(m), trigger: () => {}, command: async () => null, connection: () => {} });
     try {
@@ -106,11 +132,18 @@ test('MQTT: password and TLS listeners work, bad credentials and unknown CAs are
       assert.equal(await connect({ url: `mqtt://127.0.0.1:${pwPort}`, username: 'line3', password: 'right-password', protocol_version: v }), 'connected', `MQTT ${v} with password`);
       assert.match(await connect({ url: `mqtt://127.0.0.1:${pwPort}`, username: 'line3', password: 'wrong', protocol_version: v }), /refused the login .*check mqtt.username \/ mqtt.password/);
     }
-    assert.ok(logs.some((l) => /refused the login/.test(l)), 'the refusal is logged');
+    assert.ok(
+      logs.some((l) => /refused the login/.test(l)),
+      'the refusal is logged',
+    );
     assert.equal(await connect({ url: `mqtts://127.0.0.1:${tlsPort}`, ca: join(dir, 'ca.pem') }), 'connected', 'TLS with the plant CA');
     assert.match(await connect({ url: `mqtts://127.0.0.1:${tlsPort}`, ca: join(dir, 'other.pem') }), /MQTT error: .*(self.signed|unable to verify|certificate)/i);
     assert.match(await connect({ url: `mqtts://127.0.0.1:${tlsPort}`, ca: join(dir, 'missing.pem') }), /mqtt.ca .*missing.pem: ENOENT/);
-    assert.equal(await connect({ url: `mqtts://127.0.0.1:${certPort}`, ca: join(dir, 'ca.pem'), cert: join(dir, 'client.pem'), key: join(dir, 'client.key') }), 'connected', 'client certificate accepted');
+    assert.equal(
+      await connect({ url: `mqtts://127.0.0.1:${certPort}`, ca: join(dir, 'ca.pem'), cert: join(dir, 'client.pem'), key: join(dir, 'client.key') }),
+      'connected',
+      'client certificate accepted',
+    );
     assert.match(await connect({ url: `mqtts://127.0.0.1:${certPort}`, ca: join(dir, 'ca.pem') }), /MQTT (error|broker)/, 'no client certificate: refused');
   } finally {
     await broker.stop();
@@ -122,7 +155,10 @@ test('hiercore-edge run: a bad config exits 1 before opening anything, naming ke
   const r = spawnSync(process.execPath, [bin, 'run', '--source-kind', 'usb', '--source-path', '/x'], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /invalid configuration: source.kind: must be one of the possible values: \["folder",.*value was "usb"/);
-  const missing = spawnSync(process.execPath, [bin, 'run', '--source-path', '/x', '--bundle', '/nonexistent.hcebundle', '--backbone', '/tmp', '--metrics-port', '0'], { encoding: 'utf8', timeout: 60_000 });
+  const missing = spawnSync(process.execPath, [bin, 'run', '--source-path', '/x', '--bundle', '/nonexistent.hcebundle', '--backbone', '/tmp', '--metrics-port', '0'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /bundle \/nonexistent.hcebundle does not exist: run "hiercore-edge calibrate/);
 });

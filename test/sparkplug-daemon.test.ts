@@ -31,13 +31,23 @@ test('daemon + Sparkplug: births with bundle and clusters, counters follow verdi
   await new Promise((r) => host.once('connect', r));
   await new Promise((r) => host.subscribe(['spBv1.0/plant/#', 'hiercore/spb-line/verdict'], { qos: 1 }, r));
   const cfg = join(dir, 'site.json');
-  writeFileSync(cfg, JSON.stringify({
-    station: 'spb-line', backbone, bundle, state_dir: join(dir, 'state'),
-    source: { kind: 'folder', path: join(dir, 'stream'), fps: 10, loop: true }, trigger: { mode: 'all' },
-    mqtt: { url: broker.url, store_dir: join(dir, 'store'), stats_interval_s: 0, heatmap: false },
-    sparkplug: { enabled: true, group_id: 'plant', period_s: 0 }, commands: { control: false },
-    metrics: { port: 0 }, archive: { dir: '' }, runtime: { threads: 1 },
-  }));
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      station: 'spb-line',
+      backbone,
+      bundle,
+      state_dir: join(dir, 'state'),
+      source: { kind: 'folder', path: join(dir, 'stream'), fps: 10, loop: true },
+      trigger: { mode: 'all' },
+      mqtt: { url: broker.url, store_dir: join(dir, 'store'), stats_interval_s: 0, heatmap: false },
+      sparkplug: { enabled: true, group_id: 'plant', period_s: 0 },
+      commands: { control: false },
+      metrics: { port: 0 },
+      archive: { dir: '' },
+      runtime: { threads: 1 },
+    }),
+  );
   const daemon = new DaemonProcess(cfg);
   const metricOf = (p: InPayload | null, name: string) => p?.metrics.find((m) => m.name === name);
   try {
@@ -48,20 +58,42 @@ test('daemon + Sparkplug: births with bundle and clusters, counters follow verdi
     assert.ok(births[0].topic.includes('NBIRTH'), 'NBIRTH first');
     const dbirth = births.find((m) => m.topic.includes('DBIRTH'))!.p!;
     const aliasOf = new Map(dbirth.metrics.map((m) => [m.alias, m.name]));
-    assert.ok(dbirth.metrics.some((m) => m.name?.startsWith('Clusters/cluster-0/')), 'the bundle\'s clusters are metrics');
+    assert.ok(
+      dbirth.metrics.some((m) => m.name?.startsWith('Clusters/cluster-0/')),
+      "the bundle's clusters are metrics",
+    );
     // DDATA carry aliases only; find the last part's frame id among them.
     await waitFor('DDATA with a frame id', () => got.some((m) => m.topic.endsWith('DDATA/spb-line/camera') && m.p!.metrics.some((x) => aliasOf.get(x.alias) === 'Last Part/Frame Id')), 30_000);
     const frameIds = got.filter((m) => m.topic.endsWith('DDATA/spb-line/camera')).flatMap((m) => m.p!.metrics.filter((x) => aliasOf.get(x.alias) === 'Last Part/Frame Id').map((x) => String(x.value)));
     const jsonIds = new Set(got.filter((m) => m.json).map((m) => m.json.frame_id));
     await waitFor('JSON verdicts', () => frameIds.every((id) => got.some((m) => m.json?.frame_id === id)) || jsonIds.size > 5, 20_000);
-    assert.ok(frameIds.some((id) => got.some((m) => m.json?.frame_id === id)), 'Sparkplug frame ids are JSON verdict frame ids');
+    assert.ok(
+      frameIds.some((id) => got.some((m) => m.json?.frame_id === id)),
+      'Sparkplug frame ids are JSON verdict frame ids',
+    );
 
     // DCMD pause with commands.control off: refused, reported in Last Result, nothing paused.
     const pause = encodePayload({ timestamp: Date.now(), metrics: [{ name: METRIC.ctlPause, timestamp: Date.now(), type: 'Boolean', withDatatype: true, value: true }] });
     host.publish('spBv1.0/plant/DCMD/spb-line/camera', Buffer.from(pause), { qos: 0 });
-    await waitFor('Last Result', () => got.some((m) => m.topic.endsWith('DDATA/spb-line/camera') && m.p!.metrics.some((x) => aliasOf.get(x.alias) === METRIC.lastResult && /pause: .*disabled here \(commands.control is false\)/.test(String(x.value)))), 20_000).catch((e) => {
-      const results = got.filter((m) => m.p).flatMap((m) => m.p!.metrics.filter((x) => x.name === METRIC.lastResult || aliasOf.get(x.alias) === METRIC.lastResult).map((x) => `${m.topic}: ${String(x.value)}`));
-      throw new Error(`${e.message}: ${results.join(' | ')}; ${daemon.out.split('\n').filter((l) => /sparkplug|command/i.test(l)).join('\n')}`);
+    await waitFor(
+      'Last Result',
+      () =>
+        got.some(
+          (m) =>
+            m.topic.endsWith('DDATA/spb-line/camera') &&
+            m.p!.metrics.some((x) => aliasOf.get(x.alias) === METRIC.lastResult && /pause: .*disabled here \(commands.control is false\)/.test(String(x.value))),
+        ),
+      20_000,
+    ).catch((e) => {
+      const results = got
+        .filter((m) => m.p)
+        .flatMap((m) => m.p!.metrics.filter((x) => x.name === METRIC.lastResult || aliasOf.get(x.alias) === METRIC.lastResult).map((x) => `${m.topic}: ${String(x.value)}`));
+      throw new Error(
+        `${e.message}: ${results.join(' | ')}; ${daemon.out
+          .split('\n')
+          .filter((l) => /sparkplug|command/i.test(l))
+          .join('\n')}`,
+      );
     });
     daemon.kill('SIGKILL');
     await waitFor('NDEATH from the broker when the daemon is killed', () => got.some((m) => m.topic === 'spBv1.0/plant/NDEATH/spb-line'), 30_000);

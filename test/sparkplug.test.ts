@@ -63,9 +63,25 @@ class Host {
 
 function options(node: string, over: Partial<SparkplugOptions> = {}): SparkplugOptions {
   return {
-    url: broker.url, protocol_version: 5, client_id: '', username: '', password: '', ca: '', cert: '', key: '', reject_unauthorized: true, keepalive_s: 30,
-    group_id: GROUP, node_id: node, device_id: 'camera', host_id: '', period_s: 0, state_dir: tempDir(`spb-${node}`),
-    reconnect_min_ms: 400, reconnect_max_ms: 1000, ...over,
+    url: broker.url,
+    protocol_version: 5,
+    client_id: '',
+    username: '',
+    password: '',
+    ca: '',
+    cert: '',
+    key: '',
+    reject_unauthorized: true,
+    keepalive_s: 30,
+    group_id: GROUP,
+    node_id: node,
+    device_id: 'camera',
+    host_id: '',
+    period_s: 0,
+    state_dir: tempDir(`spb-${node}`),
+    reconnect_min_ms: 400,
+    reconnect_max_ms: 1000,
+    ...over,
   };
 }
 
@@ -76,7 +92,16 @@ interface Calls {
 function startNode(o: SparkplugOptions, command?: (name: SparkplugCommand) => Promise<unknown>): SparkplugNode & Calls {
   const calls: Calls['calls'] = [];
   const log: string[] = [];
-  const n = new SparkplugNode(o, { command: async (name, args, meta) => (calls.push({ name, args, meta }), command ? command(name) : {}) }, (level, msg) => log.push(`${level} ${msg}`));
+  const n = new SparkplugNode(
+    o,
+    {
+      command: async (name, args, meta) => {
+        calls.push({ name, args, meta });
+        return command ? command(name) : {};
+      },
+    },
+    (level, msg) => log.push(`${level} ${msg}`),
+  );
   return Object.assign(n, { calls, logs: log });
 }
 
@@ -124,12 +149,18 @@ after(async () => {
   await broker.stop();
 });
 
-test('birth: NBIRTH (seq 0, bdSeq Int64, Rebirth false without alias) before DBIRTH; every metric named, aliased, typed, timestamped; QoS 0, not retained [tck-id-topics-nbirth-seq-num] [tck-id-topics-nbirth-bdseq-included] [tck-id-topics-nbirth-rebirth-metric] [tck-id-operational-behavior-data-commands-rebirth-name-aliases] [tck-id-payloads-alias-birth-requirement] [tck-id-payloads-alias-uniqueness] [tck-id-payloads-name-birth-data-requirement] [tck-id-payloads-metric-datatype-req] [tck-id-message-flow-device-birth-publish-nbirth-wait] [tck-id-payloads-nbirth-qos] [tck-id-payloads-nbirth-retain] [tck-id-payloads-dbirth-qos] [tck-id-payloads-dbirth-retain] [tck-id-topics-dbirth-seq] [tck-id-operational-behavior-data-publish-nbirth-values]', { skip }, async () => {
+test('birth: NBIRTH (seq 0, bdSeq Int64, Rebirth false without alias) before DBIRTH; every metric named, aliased, typed, timestamped; QoS 0, not retained [tck-id-topics-nbirth-seq-num] [tck-id-topics-nbirth-bdseq-included] [tck-id-topics-nbirth-rebirth-metric] [tck-id-operational-behavior-data-commands-rebirth-name-aliases] [tck-id-payloads-alias-birth-requirement] [tck-id-payloads-alias-uniqueness] [tck-id-payloads-name-birth-data-requirement] [tck-id-payloads-metric-datatype-req] [tck-id-message-flow-device-birth-publish-nbirth-wait] [tck-id-payloads-nbirth-qos] [tck-id-payloads-nbirth-retain] [tck-id-payloads-dbirth-qos] [tck-id-payloads-dbirth-retain] [tck-id-topics-dbirth-seq] [tck-id-operational-behavior-data-publish-nbirth-values]', {
+  skip,
+}, async () => {
   const t0 = Date.now();
   const n = startNode(options('birth'));
   await n.start();
   const ms = await host.wait('NBIRTH and DBIRTH', 'birth', (ms) => idx(ms, 'DBIRTH') >= 0);
-  assert.deepEqual(ms.map((m) => m.type), ['NBIRTH', 'DBIRTH'], 'NBIRTH first, then DBIRTH, nothing else');
+  assert.deepEqual(
+    ms.map((m) => m.type),
+    ['NBIRTH', 'DBIRTH'],
+    'NBIRTH first, then DBIRTH, nothing else',
+  );
   const [nb, db] = ms;
   assert.equal(nb.topic, `spBv1.0/${GROUP}/NBIRTH/birth`, '[tck-id-topics-nbirth-topic]');
   assert.equal(db.topic, `spBv1.0/${GROUP}/DBIRTH/birth/camera`, '[tck-id-topics-dbirth-topic]');
@@ -160,13 +191,31 @@ test('birth: NBIRTH (seq 0, bdSeq Int64, Rebirth false without alias) before DBI
   const lower = all.map((m) => m.name!.toLowerCase());
   assert.equal(new Set(lower).size, lower.length, 'no two names equal when lower-cased [tck-id-case-sensitivity-metric-names]');
   const names = new Set(db.p.metrics.map((m) => m.name));
-  for (const want of ['Verdicts/OK', 'Verdicts/NG', 'Verdicts/UNKNOWN', 'Verdicts/NO_FRAME', METRIC.lastVerdict, METRIC.lastScore, METRIC.lastNormalised, METRIC.lastCluster, METRIC.lastFrameId, METRIC.cameraState, 'Latency/p95 ms', METRIC.bundleId, METRIC.bundleVersion, METRIC.ctlReload]) assert.ok(names.has(want), `DBIRTH has ${want}`);
+  for (const want of [
+    'Verdicts/OK',
+    'Verdicts/NG',
+    'Verdicts/UNKNOWN',
+    'Verdicts/NO_FRAME',
+    METRIC.lastVerdict,
+    METRIC.lastScore,
+    METRIC.lastNormalised,
+    METRIC.lastCluster,
+    METRIC.lastFrameId,
+    METRIC.cameraState,
+    'Latency/p95 ms',
+    METRIC.bundleId,
+    METRIC.bundleVersion,
+    METRIC.ctlReload,
+  ])
+    assert.ok(names.has(want), `DBIRTH has ${want}`);
   assert.equal(metric(db, METRIC.lastFrameId).datatype, DataType.String, 'frame id is a String');
   assert.equal(metric(db, METRIC.lastVerdict).isNull, true, 'no part yet: is_null');
   await n.stop();
 });
 
-test('DATA: only changed metrics, by alias without name or datatype, each timestamped; seq one more each message; nothing when nothing changed; a new metric (cluster) means a new birth [tck-id-payloads-alias-data-cmd-requirement] [tck-id-topics-ndata-seq-num] [tck-id-topics-ddata-seq-num] [tck-id-topics-ddata-payload] [tck-id-topics-ndata-payload] [tck-id-payloads-ndata-qos] [tck-id-payloads-ddata-qos] [tck-id-payloads-ddata-order] [tck-id-operational-behavior-data-publish-dbirth-change] [tck-id-topics-dbirth-metric-reqs]', { skip }, async () => {
+test('DATA: only changed metrics, by alias without name or datatype, each timestamped; seq one more each message; nothing when nothing changed; a new metric (cluster) means a new birth [tck-id-payloads-alias-data-cmd-requirement] [tck-id-topics-ndata-seq-num] [tck-id-topics-ddata-seq-num] [tck-id-topics-ddata-payload] [tck-id-topics-ndata-payload] [tck-id-payloads-ndata-qos] [tck-id-payloads-ddata-qos] [tck-id-payloads-ddata-order] [tck-id-operational-behavior-data-publish-dbirth-change] [tck-id-topics-dbirth-metric-reqs]', {
+  skip,
+}, async () => {
   const n = startNode(options('data'));
   await n.start();
   let ms = await host.wait('births', 'data', (ms) => idx(ms, 'DBIRTH') >= 0);
@@ -179,7 +228,10 @@ test('DATA: only changed metrics, by alias without name or datatype, each timest
   assert.equal(nd.type, 'NDATA');
   assert.equal(dd.type, 'DDATA');
   assert.equal(dd.topic, `spBv1.0/${GROUP}/DDATA/data/camera`);
-  assert.deepEqual(ms.map((m) => m.p.seq), [0, 1, 2, 3]);
+  assert.deepEqual(
+    ms.map((m) => m.p.seq),
+    [0, 1, 2, 3],
+  );
   for (const m of [nd, dd]) {
     assert.equal(m.qos, 0);
     assert.equal(m.retain, false);
@@ -190,9 +242,15 @@ test('DATA: only changed metrics, by alias without name or datatype, each timest
       assert.ok(typeof x.timestamp === 'number');
     }
   }
-  assert.deepEqual(nd.p.metrics.map((x) => alias.get(x.alias!)), [METRIC.queueDepth]);
+  assert.deepEqual(
+    nd.p.metrics.map((x) => alias.get(x.alias!)),
+    [METRIC.queueDepth],
+  );
   const changed = new Map(dd.p.metrics.map((x) => [alias.get(x.alias!), x]));
-  assert.deepEqual([...changed.keys()].sort(), ['Last Part/Cluster', 'Last Part/Frame Id', 'Last Part/Normalised Score', 'Last Part/Part Id', 'Last Part/Score', 'Last Part/Verdict', 'Verdicts/OK'].sort());
+  assert.deepEqual(
+    [...changed.keys()].sort(),
+    ['Last Part/Cluster', 'Last Part/Frame Id', 'Last Part/Normalised Score', 'Last Part/Part Id', 'Last Part/Score', 'Last Part/Verdict', 'Verdicts/OK'].sort(),
+  );
   assert.equal(changed.get(METRIC.lastFrameId)!.value, 'run-1/17');
   assert.equal(changed.get(METRIC.lastScore)!.value, 1.25);
   assert.equal(changed.get(METRIC.lastVerdict)!.timestamp, at, 'last-part metrics carry the verdict time');
@@ -216,7 +274,9 @@ test('DATA: only changed metrics, by alias without name or datatype, each timest
   await n.stop();
 });
 
-test('seq runs 0-255 and wraps to 0, one more in every message from the Edge Node [tck-id-payloads-sequence-num-incrementing] [tck-id-payloads-sequence-num-always-included] [tck-id-payloads-ddata-seq-inc]', { skip }, async () => {
+test('seq runs 0-255 and wraps to 0, one more in every message from the Edge Node [tck-id-payloads-sequence-num-incrementing] [tck-id-payloads-sequence-num-always-included] [tck-id-payloads-ddata-seq-inc]', {
+  skip,
+}, async () => {
   const n = startNode(options('wrap'));
   await n.start();
   await host.wait('births', 'wrap', (ms) => idx(ms, 'DBIRTH') >= 0);
@@ -229,7 +289,9 @@ test('seq runs 0-255 and wraps to 0, one more in every message from the Edge Nod
   await n.stop();
 });
 
-test('bdSeq: +1 on every MQTT CONNECT across three broker restarts and a node restart, NBIRTH = Will; intentional stop sends NDEATH with it; persisted atomically [tck-id-topics-nbirth-bdseq-increment] [tck-id-topics-nbirth-bdseq-matching] [tck-id-payloads-nbirth-bdseq-repeat] [tck-id-payloads-ndeath-bdseq] [tck-id-message-flow-edge-node-birth-publish-will-message-payload-bdSeq] [tck-id-operational-behavior-edge-node-intentional-disconnect-ndeath] [tck-id-payloads-ndeath-will-message-publisher-disconnect-mqtt50]', { skip }, async () => {
+test('bdSeq: +1 on every MQTT CONNECT across three broker restarts and a node restart, NBIRTH = Will; intentional stop sends NDEATH with it; persisted atomically [tck-id-topics-nbirth-bdseq-increment] [tck-id-topics-nbirth-bdseq-matching] [tck-id-payloads-nbirth-bdseq-repeat] [tck-id-payloads-ndeath-bdseq] [tck-id-message-flow-edge-node-birth-publish-will-message-payload-bdSeq] [tck-id-operational-behavior-edge-node-intentional-disconnect-ndeath] [tck-id-payloads-ndeath-will-message-publisher-disconnect-mqtt50]', {
+  skip,
+}, async () => {
   const o = options('restarts');
   const n = startNode(o);
   await n.start();
@@ -247,7 +309,7 @@ test('bdSeq: +1 on every MQTT CONNECT across three broker restarts and a node re
   const ms = await births(5);
   assert.deepEqual(ms.filter((m) => m.type === 'NBIRTH').map(bdSeqOf), [0, 1, 2, 3, 4]);
   const deaths = assertDeathsPair(ms);
-  assert.equal(deaths.at(-1), 3, 'NDEATH of the stopped node carries its last connection\'s bdSeq');
+  assert.equal(deaths.at(-1), 3, "NDEATH of the stopped node carries its last connection's bdSeq");
   assert.equal(JSON.parse(readFileSync(join(o.state_dir, BDSEQ_FILE), 'utf8')).bdSeq, 4);
   await n2.stop();
 });
@@ -264,7 +326,9 @@ test('bdSeq wraps 255 -> 0 across restarts [tck-id-message-flow-edge-node-birth-
   }
 });
 
-test('SIGKILL: the broker delivers the Will of the current connection (bdSeq incremented on each reconnect), NDEATH QoS 1, not retained, bdSeq only, no seq; nothing Sparkplug is retained [tck-id-message-flow-edge-node-birth-publish-will-message-qos] [tck-id-message-flow-edge-node-birth-publish-will-message-will-retained] [tck-id-payloads-ndeath-will-message] [tck-id-topics-ndeath-payload] [tck-id-topics-ndeath-seq] [tck-id-payloads-ndeath-bdseq] [tck-id-message-flow-edge-node-birth-publish-will-message-topic]', { skip }, async () => {
+test('SIGKILL: the broker delivers the Will of the current connection (bdSeq incremented on each reconnect), NDEATH QoS 1, not retained, bdSeq only, no seq; nothing Sparkplug is retained [tck-id-message-flow-edge-node-birth-publish-will-message-qos] [tck-id-message-flow-edge-node-birth-publish-will-message-will-retained] [tck-id-payloads-ndeath-will-message] [tck-id-topics-ndeath-payload] [tck-id-topics-ndeath-seq] [tck-id-payloads-ndeath-bdseq] [tck-id-message-flow-edge-node-birth-publish-will-message-topic]', {
+  skip,
+}, async () => {
   const o = options('killed');
   const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'helpers', 'sparkplug-node.ts'), JSON.stringify(o)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -288,7 +352,10 @@ test('SIGKILL: the broker delivers the Will of the current connection (bdSeq inc
     assert.equal(d.qos, 1, 'Will QoS 1 (observer subscribed at QoS 2)');
     assert.equal(d.retain, false, 'Will not retained (retain-as-published)');
     assert.equal(d.p.seq, undefined, 'NDEATH has no seq');
-    assert.deepEqual(d.p.metrics.map((m) => [m.name, m.datatype]), [[METRIC.bdSeq, DataType.Int64]]);
+    assert.deepEqual(
+      d.p.metrics.map((m) => [m.name, m.datatype]),
+      [[METRIC.bdSeq, DataType.Int64]],
+    );
     const nbirths = ms.filter((m) => m.type === 'NBIRTH').map(bdSeqOf);
     assert.deepEqual(nbirths, [0, 1, 2]);
     assert.equal(bdSeqOf(d), 2, 'the Will registered with the third CONNECT, not the first');
@@ -305,7 +372,9 @@ test('SIGKILL: the broker delivers the Will of the current connection (bdSeq inc
   assert.deepEqual(retained, [], 'no Sparkplug message is retained');
 });
 
-test('Rebirth: NCMD Node Control/Rebirth=true -> full NBIRTH + DBIRTH with the same bdSeq, seq from 0; NCMD and DCMD subscribed at QoS 1 [tck-id-operational-behavior-data-commands-rebirth-action-1] [tck-id-operational-behavior-data-commands-rebirth-action-2] [tck-id-operational-behavior-data-commands-rebirth-action-3] [tck-id-message-flow-edge-node-ncmd-subscribe] [tck-id-message-flow-device-dcmd-subscribe] [tck-id-message-flow-phid-sparkplug-clean-session-50]', { skip }, async () => {
+test('Rebirth: NCMD Node Control/Rebirth=true -> full NBIRTH + DBIRTH with the same bdSeq, seq from 0; NCMD and DCMD subscribed at QoS 1 [tck-id-operational-behavior-data-commands-rebirth-action-1] [tck-id-operational-behavior-data-commands-rebirth-action-2] [tck-id-operational-behavior-data-commands-rebirth-action-3] [tck-id-message-flow-edge-node-ncmd-subscribe] [tck-id-message-flow-device-dcmd-subscribe] [tck-id-message-flow-phid-sparkplug-clean-session-50]', {
+  skip,
+}, async () => {
   const o = options('rebirth');
   const n = startNode(o);
   await n.start();
@@ -315,7 +384,11 @@ test('Rebirth: NCMD Node Control/Rebirth=true -> full NBIRTH + DBIRTH with the s
   const ncmd = encodePayload({ timestamp: Date.now(), metrics: [{ name: METRIC.rebirth, timestamp: Date.now(), type: 'Boolean', withDatatype: true, value: true }] });
   await host.publish(`spBv1.0/${GROUP}/NCMD/rebirth`, ncmd, { qos: 0 });
   const ms = await host.wait('rebirth', 'rebirth', (ms) => idx(ms, 'DBIRTH', 3) >= 0);
-  assert.deepEqual(ms.slice(3).map((m) => m.type), ['NBIRTH', 'DBIRTH'], 'no DATA between the request and the new births');
+  assert.deepEqual(
+    ms.slice(3).map((m) => m.type),
+    ['NBIRTH', 'DBIRTH'],
+    'no DATA between the request and the new births',
+  );
   assert.equal(ms[3].p.seq, 0);
   assert.equal(ms[4].p.seq, 1);
   assert.equal(bdSeqOf(ms[3]), bdSeqOf(ms[0]), 'same bdSeq: no new MQTT session');
@@ -328,7 +401,9 @@ test('Rebirth: NCMD Node Control/Rebirth=true -> full NBIRTH + DBIRTH with the s
   await n.stop();
 });
 
-test('DCMD: writable Device Control metrics run station commands through the handler; value types checked, bundle by name only, retained ignored; outcome in Device Control/Last Result [tck-id-operational-behavior-data-commands-dcmd-verb] [tck-id-operational-behavior-data-commands-dcmd-metric-value] [tck-id-payloads-alias-data-cmd-requirement]', { skip }, async () => {
+test('DCMD: writable Device Control metrics run station commands through the handler; value types checked, bundle by name only, retained ignored; outcome in Device Control/Last Result [tck-id-operational-behavior-data-commands-dcmd-verb] [tck-id-operational-behavior-data-commands-dcmd-metric-value] [tck-id-payloads-alias-data-cmd-requirement]', {
+  skip,
+}, async () => {
   // a retained DCMD reaches the node as a replay when it subscribes: it must run nothing
   const replay = encodePayload({ timestamp: Date.now(), metrics: [{ name: METRIC.ctlPause, timestamp: Date.now(), type: 'Boolean', withDatatype: true, value: true }] });
   await host.publish(`spBv1.0/${GROUP}/DCMD/dcmd/camera`, replay, { retain: true });
@@ -342,7 +417,10 @@ test('DCMD: writable Device Control metrics run station commands through the han
   const aliasOf = (name: string) => metric(db, name).alias!;
   const resultAlias = aliasOf(METRIC.lastResult);
   const dcmd = (metrics: { alias: number; type: 'Boolean' | 'String'; value: boolean | string }[]) =>
-    host.publish(`spBv1.0/${GROUP}/DCMD/dcmd/camera`, encodePayload({ timestamp: Date.now(), metrics: metrics.map((m) => ({ ...m, timestamp: Date.now(), withDatatype: false })) }), { qos: 0, properties: { userProperties: { token: 't0k' } } });
+    host.publish(`spBv1.0/${GROUP}/DCMD/dcmd/camera`, encodePayload({ timestamp: Date.now(), metrics: metrics.map((m) => ({ ...m, timestamp: Date.now(), withDatatype: false })) }), {
+      qos: 0,
+      properties: { userProperties: { token: 't0k' } },
+    });
   const results = () => host.of('dcmd', 'DDATA').flatMap((m) => m.p.metrics.filter((x) => x.alias === resultAlias).map((x) => x.value as string));
   const expectResult = (text: string) => waitFor(`Last Result "${text}" (have ${JSON.stringify(results())})`, () => results().includes(text), 5000);
 
@@ -365,12 +443,20 @@ test('DCMD: writable Device Control metrics run station commands through the han
   await dcmd([{ alias: aliasOf(METRIC.cameraState), type: 'String', value: 'lost' }]);
   await sleep(400);
   assert.equal(n.calls.length, before, 'false, retained and read-only writes run nothing');
-  assert.deepEqual(n.calls.map((c) => c.name), ['pause', 'reload', 'snapshot']);
-  assert.ok(n.logs.some((l) => l.includes('retained spBv1.0/Plant1/DCMD/dcmd/camera ignored')), 'the retained replay was seen and ignored');
+  assert.deepEqual(
+    n.calls.map((c) => c.name),
+    ['pause', 'reload', 'snapshot'],
+  );
+  assert.ok(
+    n.logs.some((l) => l.includes('retained spBv1.0/Plant1/DCMD/dcmd/camera ignored')),
+    'the retained replay was seen and ignored',
+  );
   await n.stop();
 });
 
-test('primary host STATE: no birth until online, an older timestamp ignored, offline -> NDEATH, reconnect and wait again [tck-id-message-flow-edge-node-birth-publish-phid-wait] [tck-id-message-flow-edge-node-birth-publish-phid-wait-id] [tck-id-message-flow-edge-node-birth-publish-phid-wait-online] [tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp] [tck-id-message-flow-edge-node-birth-publish-phid-offline] [tck-id-operational-behavior-edge-node-termination-host-offline] [tck-id-operational-behavior-edge-node-termination-host-offline-reconnect] [tck-id-operational-behavior-edge-node-termination-host-offline-timestamp] [tck-id-operational-behavior-edge-node-birth-sequence-wait]', { skip }, async () => {
+test('primary host STATE: no birth until online, an older timestamp ignored, offline -> NDEATH, reconnect and wait again [tck-id-message-flow-edge-node-birth-publish-phid-wait] [tck-id-message-flow-edge-node-birth-publish-phid-wait-id] [tck-id-message-flow-edge-node-birth-publish-phid-wait-online] [tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp] [tck-id-message-flow-edge-node-birth-publish-phid-offline] [tck-id-operational-behavior-edge-node-termination-host-offline] [tck-id-operational-behavior-edge-node-termination-host-offline-reconnect] [tck-id-operational-behavior-edge-node-termination-host-offline-timestamp] [tck-id-operational-behavior-edge-node-birth-sequence-wait]', {
+  skip,
+}, async () => {
   const hostId = 'scada-1';
   const state = (online: boolean, timestamp: number, id = hostId) => host.publish(`spBv1.0/STATE/${id}`, JSON.stringify({ online, timestamp }), { retain: true });
   const n = startNode(options('gated', { host_id: hostId }));
@@ -387,7 +473,11 @@ test('primary host STATE: no birth until online, an older timestamp ignored, off
   await sleep(600);
   n.update({ verdicts: { OK: 5 } });
   ms = await host.wait('DDATA still flows', 'gated', (ms) => ms.length >= 3);
-  assert.deepEqual(ms.map((m) => m.type), ['NBIRTH', 'DBIRTH', 'DDATA'], 'an offline STATE older than the online one is ignored');
+  assert.deepEqual(
+    ms.map((m) => m.type),
+    ['NBIRTH', 'DBIRTH', 'DDATA'],
+    'an offline STATE older than the online one is ignored',
+  );
   await state(false, t + 1);
   ms = await host.wait('NDEATH on offline', 'gated', (ms) => idx(ms, 'NDEATH') >= 0);
   assert.equal(bdSeqOf(ms[idx(ms, 'NDEATH')]), b0);
@@ -397,14 +487,16 @@ test('primary host STATE: no birth until online, an older timestamp ignored, off
   assert.equal(idx(host.of('gated'), 'NBIRTH', 1), -1, 'no birth while offline, nor on an online STATE older than the offline one');
   await state(true, t + 2);
   ms = await host.wait('births after online again', 'gated', (ms) => idx(ms, 'NBIRTH', 1) >= 0 && idx(ms, 'DBIRTH', idx(ms, 'NBIRTH', 1)) >= 0);
-  assert.equal(bdSeqOf(ms[idx(ms, 'NBIRTH', 1)]), b0 + 1, 'the new session\'s bdSeq');
+  assert.equal(bdSeqOf(ms[idx(ms, 'NBIRTH', 1)]), b0 + 1, "the new session's bdSeq");
   assert.match(broker.log, /hiercore-edge-gated-spb 1 spBv1\.0\/STATE\/scada-1\b/, 'STATE subscribed at QoS 1');
   await n.stop();
   await host.publish(`spBv1.0/STATE/${hostId}`, '', { retain: true });
   await host.publish('spBv1.0/STATE/other-host', '', { retain: true });
 });
 
-test('MQTT 3.1.1: clean session, NDEATH published before DISCONNECT on stop [tck-id-payloads-ndeath-will-message-publisher-disconnect-mqtt311] [tck-id-message-flow-phid-sparkplug-clean-session-311]', { skip }, async () => {
+test('MQTT 3.1.1: clean session, NDEATH published before DISCONNECT on stop [tck-id-payloads-ndeath-will-message-publisher-disconnect-mqtt311] [tck-id-message-flow-phid-sparkplug-clean-session-311]', {
+  skip,
+}, async () => {
   const n = startNode(options('v311', { protocol_version: 4 }));
   await n.start();
   const ms = await host.wait('births', 'v311', (ms) => idx(ms, 'DBIRTH') >= 0);
@@ -414,7 +506,9 @@ test('MQTT 3.1.1: clean session, NDEATH published before DISCONNECT on stop [tck
   assert.match(broker.log, /as hiercore-edge-v311-spb \(p2, c1/);
 });
 
-test('options: reserved characters in ids are refused before connecting [tck-id-topic-structure-namespace-valid-edge-node-id] [tck-id-topic-structure-namespace-valid-group-id] [tck-id-topic-structure-namespace-valid-device-id]', { skip }, async () => {
+test('options: reserved characters in ids are refused before connecting [tck-id-topic-structure-namespace-valid-edge-node-id] [tck-id-topic-structure-namespace-valid-group-id] [tck-id-topic-structure-namespace-valid-device-id]', {
+  skip,
+}, async () => {
   await assert.rejects(startNode(options('x', { group_id: 'a/b' })).start(), /sparkplug.group_id "a\/b" contains a reserved character/);
   await assert.rejects(startNode(options('x+', {})).start(), /sparkplug.node_id .* reserved/);
   await assert.rejects(startNode(options('x', { device_id: '#' })).start(), /sparkplug.device_id .* reserved/);

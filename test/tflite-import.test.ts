@@ -37,12 +37,15 @@ for (const file of ['tf2_mobilenet_v2_1.0_224_ptq.tflite', 'mobilenet_v2_1.0_224
   test(`imported ${file} gives a fitting ImageNet label for every sample photo`, { skip }, async () => {
     const out = tempDir('import');
     const r = importTflite(join(MODELS, file), out);
-    assert.deepEqual(r.sidecar.outputs.map((o) => [o.name, o.channels, o.stride]), [
-      ['patch_s8', 192, 8],
-      ['patch_s16', 576, 16],
-      ['semantic', 1280, 32],
-      ['classifier', 1001, 0],
-    ]);
+    assert.deepEqual(
+      r.sidecar.outputs.map((o) => [o.name, o.channels, o.stride]),
+      [
+        ['patch_s8', 192, 8],
+        ['patch_s16', 576, 16],
+        ['semantic', 1280, 32],
+        ['classifier', 1001, 0],
+      ],
+    );
     const labels = readFileSync(join(MODELS, 'imagenet_labels.txt'), 'utf8').split('\n');
     const session = await ort.InferenceSession.create(r.onnxPath);
     for (const [photo, fits] of Object.entries(EXPECT)) {
@@ -71,14 +74,20 @@ test('an unsupported operator is named in the error', () => {
     operators: [{ opcode: 16, opName: 'LSTM', inputs: [0], outputs: [1] }],
     buffers: [undefined],
   };
-  assert.throws(() => convertTflite(model), (e: Error) => e instanceof UnsupportedOpError && /operator #0 \(LSTM.*not supported/.test(e.message));
+  assert.throws(
+    () => convertTflite(model),
+    (e: Error) => e instanceof UnsupportedOpError && /operator #0 \(LSTM.*not supported/.test(e.message),
+  );
 });
 
-test('per-channel int8 weights are dequantized with each channel\'s scale and zero point', () => {
+test("per-channel int8 weights are dequantized with each channel's scale and zero point", () => {
   const raw = Int8Array.from([1, 2, -1, -2, 10, 20]);
   const t = { index: 0, name: 'w', shape: [3, 2], type: 9, buffer: 0, quantization: { scale: [0.5, 0.1, 2], zeroPoint: [0, 1, 0], quantizedDimension: 0 } };
   const out = dequantize(t, new Uint8Array(raw.buffer));
-  assert.deepEqual(Array.from(out).map((v) => Number(v.toFixed(5))), [0.5, 1, -0.2, -0.3, 20, 40]);
+  assert.deepEqual(
+    Array.from(out).map((v) => Number(v.toFixed(5))),
+    [0.5, 1, -0.2, -0.3, 20, 40],
+  );
   const perTensor = { ...t, type: 3, quantization: { scale: [0.25], zeroPoint: [128], quantizedDimension: 0 } };
   const u = dequantize(perTensor, Uint8Array.from([128, 132, 0, 255, 129, 127]));
   assert.deepEqual(Array.from(u), [0, 1, -32, 31.75, 0.25, -0.25]);

@@ -36,7 +36,10 @@ function opener(dir: string, extra: Partial<VerdictQueueOptions> = {}) {
   return { logs, open };
 }
 
-const records = (dir: string) => readdirSync(join(dir, 'verdicts')).filter((n) => n.endsWith('.v')).sort();
+const records = (dir: string) =>
+  readdirSync(join(dir, 'verdicts'))
+    .filter((n) => n.endsWith('.v'))
+    .sort();
 const settle = (q: VerdictQueue, onDisk: number) => waitFor(`${onDisk} records on disk`, () => q.stats.onDisk === onDisk, 5000, 10);
 
 test('verdict queue: a restart reads what is left in sequence order; acknowledged records are deleted', async () => {
@@ -51,7 +54,10 @@ test('verdict queue: a restart reads what is left in sequence order; acknowledge
   assert.deepEqual(await q.close(), { onDisk: 45, memoryOnly: 0 });
   const again = await open();
   const seqs = [...again.seqs()];
-  assert.deepEqual(seqs, [...Array(50).keys()].map((i) => i + 1).filter((s) => ![1, 2, 3, 10, 50].includes(s)));
+  assert.deepEqual(
+    seqs,
+    [...Array(50).keys()].map((i) => i + 1).filter((s) => ![1, 2, 3, 10, 50].includes(s)),
+  );
   const r = await again.read(4);
   assert.equal(r?.frameId, 'f/4');
   assert.equal(r?.payload.toString(), '{"frame":4}');
@@ -79,7 +85,10 @@ test('verdict queue: ENOSPC mid-run keeps verdicts in memory with storeError set
   fail.write = undefined;
   // No new verdict: the retry timer alone must find that the disk has room again.
   await waitFor('recovery', () => q.storeError === null && q.stats.onDisk === 29, 5000, 10);
-  assert.ok(logs.some((l) => /writable again: writing the \d+ verdict/.test(l)), logs.join('\n'));
+  assert.ok(
+    logs.some((l) => /writable again: writing the \d+ verdict/.test(l)),
+    logs.join('\n'),
+  );
   assert.deepEqual(await q.close(), { onDisk: 29, memoryOnly: 0 });
   const again = await open();
   assert.equal(again.depth, 29);
@@ -141,7 +150,11 @@ test('verdict queue: damaged records and unknown files are moved to corrupt/ wit
   assert.equal(again.stats.corrupt, 4);
   const moved = readdirSync(join(dir, 'corrupt'));
   assert.equal(moved.length, 4, moved.join());
-  for (const n of ['0000000000000003.v', '0000000000000004.v', 'notes.txt', '0000000000000009.v']) assert.ok(moved.some((m) => m.endsWith(n)), `${n} moved aside`);
+  for (const n of ['0000000000000003.v', '0000000000000004.v', 'notes.txt', '0000000000000009.v'])
+    assert.ok(
+      moved.some((m) => m.endsWith(n)),
+      `${n} moved aside`,
+    );
   assert.ok(!existsSync(join(v, '0000000000000006.v.tmp')), 'stale temp file deleted');
   const warn = logs.find((l) => /damaged or unknown/.test(l)) ?? '';
   assert.match(warn, /^warn .*4 damaged or unknown file\(s\) NOT sent, 4 moved to .*corrupt.*checksum mismatch/);
@@ -197,7 +210,26 @@ test('verdict queue: the count and byte bounds drop the oldest, count them and l
 // ---- the publisher against a real broker ----
 
 function settings(o: Partial<MqttSettings>): MqttSettings {
-  return { url: '', prefix: 'hce', station: 'vq', protocol_version: 5, client_id: '', username: '', password: '', ca: '', cert: '', key: '', reject_unauthorized: true, store_dir: join(tmp('store'), 'store'), keepalive_s: 30, commands: { control: false, token: '', maxBytes: 65536 }, queue_max: 200_000, queue_max_bytes: 2 ** 28, max_packet_bytes: 65536 + 4096, ...o };
+  return {
+    url: '',
+    prefix: 'hce',
+    station: 'vq',
+    protocol_version: 5,
+    client_id: '',
+    username: '',
+    password: '',
+    ca: '',
+    cert: '',
+    key: '',
+    reject_unauthorized: true,
+    store_dir: join(tmp('store'), 'store'),
+    keepalive_s: 30,
+    commands: { control: false, token: '', maxBytes: 65536 },
+    queue_max: 200_000,
+    queue_max_bytes: 2 ** 28,
+    max_packet_bytes: 65536 + 4096,
+    ...o,
+  };
 }
 
 function publisher(o: Partial<MqttSettings>) {
@@ -274,7 +306,11 @@ test('publisher: message ids are reused all the time but never by two unacknowle
     assert.ok(peak <= VERDICT_WINDOW, `at most ${VERDICT_WINDOW} in flight (saw ${peak})`);
     assert.ok(Math.max(...uses.values()) >= 10, 'ids were reused many times over: the scale of the 65,535 wrap, compressed');
     const firsts = [...new Map(sub.frames.map((f) => [f, Number(f.split('/')[1])])).values()];
-    assert.deepEqual(firsts, [...firsts].sort((a, b) => a - b), 'delivered in queue order');
+    assert.deepEqual(
+      firsts,
+      [...firsts].sort((a, b) => a - b),
+      'delivered in queue order',
+    );
   } finally {
     await p.stop(500);
     await sub.c.endAsync();
@@ -361,7 +397,11 @@ test('publisher: a second client with the same configured client_id is named in 
     await Promise.all(twins.map((t) => t.p.start()));
     for (const v of [5, 4]) {
       const logs = () => twins.flatMap((t) => t.logs);
-      await waitFor(`MQTT ${v} flapping logged`, () => logs().find((l) => new RegExp(`closed the connection \\d+ times in a minute right after accepting it: another client with the same client id "line3-cam1-v${v}"`).test(l)), 20_000);
+      await waitFor(
+        `MQTT ${v} flapping logged`,
+        () => logs().find((l) => new RegExp(`closed the connection \\d+ times in a minute right after accepting it: another client with the same client id "line3-cam1-v${v}"`).test(l)),
+        20_000,
+      );
     }
   } finally {
     await Promise.all(twins.map((t) => t.p.stop(100)));

@@ -13,7 +13,14 @@ async function start(behaviour: string, o: { timeoutMs?: number; reloadTimeoutMs
   const logs: string[] = [];
   const restarts: string[] = [];
   const init = { bundle: '/bundles/a.hcebundle', backbone: '', provider: 'cpu', threads: 1, behaviour } as unknown as WorkerInit;
-  const s = await WorkerSupervisor.start(init, { heartbeatMs: 50, timeoutMs: o.timeoutMs ?? 400, reloadTimeoutMs: o.reloadTimeoutMs ?? 400, log: (_l, m) => logs.push(m), restarted: (w) => restarts.push(w), script });
+  const s = await WorkerSupervisor.start(init, {
+    heartbeatMs: 50,
+    timeoutMs: o.timeoutMs ?? 400,
+    reloadTimeoutMs: o.reloadTimeoutMs ?? 400,
+    log: (_l, m) => logs.push(m),
+    restarted: (w) => restarts.push(w),
+    script,
+  });
   return { s, logs, restarts };
 }
 

@@ -91,7 +91,11 @@ for (let i = 0; i < Math.min(frames, 100); i++) {
   await ref.run({ a });
   refTimes.push(performance.now() - s);
 }
-const med = (v: number[]) => percentile([...v].sort((x, y) => x - y), 0.5);
+const med = (v: number[]) =>
+  percentile(
+    [...v].sort((x, y) => x - y),
+    0.5,
+  );
 const knnGflops = flops / (med(stages.knn) * 1e6);
 const refGflops = flops / (med(refTimes) * 1e6);
 
@@ -106,10 +110,26 @@ const out = {
   frames,
   images_per_s: Number(((frames * 1000) / wall).toFixed(1)),
   latency_ms: summary(stages.total),
-  stages_ms: Object.fromEntries(Object.entries(stages).filter(([k]) => k !== 'total').map(([k, v]) => [k, summary(v)])),
+  stages_ms: Object.fromEntries(
+    Object.entries(stages)
+      .filter(([k]) => k !== 'total')
+      .map(([k, v]) => [k, summary(v)]),
+  ),
   peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
-  bank: { patches: bank.header.coreset.source_patches, coreset: M, dim: D, build_s: Number((bankMs / 1000).toFixed(2)), coreset_selection_s: Number(((bank.header.coreset.build_ms ?? 0) / 1000).toFixed(2)) },
-  knn: { shape: `[${P}, ${D + 1}] x [${D + 1}, ${M}]`, gflop_per_image: Number((flops / 1e9).toFixed(3)), gflops: Number(knnGflops.toFixed(1)), matmul_reference_gflops: Number(refGflops.toFixed(1)), fraction_of_matmul: Number((knnGflops / refGflops).toFixed(3)) },
+  bank: {
+    patches: bank.header.coreset.source_patches,
+    coreset: M,
+    dim: D,
+    build_s: Number((bankMs / 1000).toFixed(2)),
+    coreset_selection_s: Number(((bank.header.coreset.build_ms ?? 0) / 1000).toFixed(2)),
+  },
+  knn: {
+    shape: `[${P}, ${D + 1}] x [${D + 1}, ${M}]`,
+    gflop_per_image: Number((flops / 1e9).toFixed(3)),
+    gflops: Number(knnGflops.toFixed(1)),
+    matmul_reference_gflops: Number(refGflops.toFixed(1)),
+    fraction_of_matmul: Number((knnGflops / refGflops).toFixed(3)),
+  },
 };
 console.log(JSON.stringify(out, null, 2));
 await model.release();

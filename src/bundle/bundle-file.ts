@@ -131,7 +131,8 @@ export function encodeBundle(b: Bundle): Uint8Array {
   const sections: Uint8Array[] = [];
   let offset = 0;
   const clusters = b.clusters.map((c) => {
-    if (c.keys.length !== c.info.keys.count * b.header.semantic_dim) throw new BundleFileError(`cluster ${c.info.id}: ${c.keys.length} key values, expected ${c.info.keys.count}x${b.header.semantic_dim}`);
+    if (c.keys.length !== c.info.keys.count * b.header.semantic_dim)
+      throw new BundleFileError(`cluster ${c.info.id}: ${c.keys.length} key values, expected ${c.info.keys.count}x${b.header.semantic_dim}`);
     const keys = new Uint8Array(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength);
     const bank = encodeBank(c.bank);
     const info: ClusterInfo = { ...c.info, keys: { count: c.info.keys.count, offset, length: keys.length }, bank: { count: c.bank.header.count, offset: offset + keys.length, length: bank.length } };
@@ -276,8 +277,12 @@ export function checkScoringOverrides(overrides: ScoringOverrides, header: Bundl
     const configured = overrides[key];
     const own = header.scoring[key];
     if (configured === null || configured === undefined || configured === own) continue;
-    const why = header.scoring.legacy ? `predates recorded scoring settings and is scored with ${key} ${own}, as it always was` : `was calibrated with ${key} ${own}, and its thresholds hold only for that`;
-    throw new ScoringMismatchError(`scoring.${key} is configured as ${configured}, but bundle ${header.bundle_id} ${why}: set scoring.${key} to null (= from the bundle), or recalibrate with ${configured}`);
+    const why = header.scoring.legacy
+      ? `predates recorded scoring settings and is scored with ${key} ${own}, as it always was`
+      : `was calibrated with ${key} ${own}, and its thresholds hold only for that`;
+    throw new ScoringMismatchError(
+      `scoring.${key} is configured as ${configured}, but bundle ${header.bundle_id} ${why}: set scoring.${key} to null (= from the bundle), or recalibrate with ${configured}`,
+    );
   }
 }
 

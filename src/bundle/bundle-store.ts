@@ -37,7 +37,11 @@ export class BundleStore {
   private readonly dir: string;
   private readonly stateDir: string;
 
-  constructor(bundleDir: string, stateDir: string, private readonly maxBytes: number) {
+  constructor(
+    bundleDir: string,
+    stateDir: string,
+    private readonly maxBytes: number,
+  ) {
     this.dir = resolve(bundleDir);
     this.stateDir = resolve(stateDir);
   }
@@ -72,7 +76,7 @@ export class BundleStore {
   remember(path: string, configured = ''): void {
     mkdirSync(this.stateDir, { recursive: true });
     const state = { path: resolve(path), configured: configured ? resolve(configured) : '', remembered_at: new Date().toISOString() };
-    writeFileAtomic(this.statePath(), new TextEncoder().encode(JSON.stringify(state) + '\n'));
+    writeFileAtomic(this.statePath(), new TextEncoder().encode(`${JSON.stringify(state)}\n`));
   }
 
   /** The remembered bundle while it is still a bundle of the folder and the config is unchanged, else `configured`. */
@@ -117,10 +121,14 @@ export class BundleStore {
   }
 
   private noSuchBundle(name: unknown): NoSuchBundleError {
-    const names = this.list().filter((e) => e.bundle_id !== null).map((e) => e.name);
+    const names = this.list()
+      .filter((e) => e.bundle_id !== null)
+      .map((e) => e.name);
     const shown = names.slice(0, NAMES_IN_ERROR).join(', ') + (names.length > NAMES_IN_ERROR ? ` and ${names.length - NAMES_IN_ERROR} more` : '');
     const mb = Math.round(this.maxBytes / 2 ** 20);
-    return new NoSuchBundleError(`no bundle ${quoted(name)} in the bundle folder: give the file name of a bundle there (a regular file of at most ${mb} MB), not a path; available: ${shown || 'none'}`);
+    return new NoSuchBundleError(
+      `no bundle ${quoted(name)} in the bundle folder: give the file name of a bundle there (a regular file of at most ${mb} MB), not a path; available: ${shown || 'none'}`,
+    );
   }
 }
 

@@ -79,7 +79,14 @@ export function turnedOver(img: RgbImage): RgbImage[] {
 }
 
 /** Unit semantic embeddings of the images, each at the input size its own frame resolves to. */
-export async function embedImages(paths: string[], pool: ExtractorPool, features: (f: { width: number; height: number }) => FeatureSettings, progress?: ProgressFn, stage = 'embed', withPose = false): Promise<Embedded> {
+export async function embedImages(
+  paths: string[],
+  pool: ExtractorPool,
+  features: (f: { width: number; height: number }) => FeatureSettings,
+  progress?: ProgressFn,
+  stage = 'embed',
+  withPose = false,
+): Promise<Embedded> {
   let semantic = new Float32Array(0);
   let dim = 0;
   const sizes: string[] = [];
@@ -163,7 +170,8 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
       part = partitionFromLabels(opts.labels);
       log(`known_class: ${part.count} classes from folder names (${part.names.join(', ')})`);
     } else {
-      if (n < opts.clustering.minClusterSize) throw new CalibrationError(`${n} images are fewer than the minimum cluster size ${opts.clustering.minClusterSize}: add nominal images or lower calibration.min_cluster_size`);
+      if (n < opts.clustering.minClusterSize)
+        throw new CalibrationError(`${n} images are fewer than the minimum cluster size ${opts.clustering.minClusterSize}: add nominal images or lower calibration.min_cluster_size`);
       clustering = clusterEmbeddings(semantic, n, dim, opts.clustering, emb.pose);
       part = { labels: clustering.labels, count: clustering.count, names: Array.from({ length: clustering.count }, (_, i) => `cluster-${i}`) };
       log(`clustering: ${clustering.reason}`);
@@ -175,7 +183,9 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
       const members = opts.images.map((_, i) => i).filter((i) => part.labels[i] === c);
       const name = part.names[c];
       if (members.length < opts.clustering.minClusterSize) {
-        throw new CalibrationError(`${name} has ${members.length} images, fewer than the minimum ${opts.clustering.minClusterSize} for a bank and a threshold: add images of that class or lower calibration.min_cluster_size`);
+        throw new CalibrationError(
+          `${name} has ${members.length} images, fewer than the minimum ${opts.clustering.minClusterSize} for a bank and a threshold: add images of that class or lower calibration.min_cluster_size`,
+        );
       }
       const sizeKey = majority(members.map((i) => emb.sizes[i]));
       const settings = emb.settings.get(sizeKey)!;
@@ -195,7 +205,9 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
       opts.cache?.set(cacheKey, { bank, heldOut });
       const frr = frrThreshold(heldOut, opts.frrTarget);
       const nominal = summarise(heldOut);
-      log(`[${name}] bank ${bank.header.count} patches; held-out good scores p50 ${nominal.p50} p99 ${nominal.p99} max ${nominal.max}; threshold ${frr.toFixed(4)} (FRR ${opts.frrTarget}); routing limit ${limit.toFixed(4)}`);
+      log(
+        `[${name}] bank ${bank.header.count} patches; held-out good scores p50 ${nominal.p50} p99 ${nominal.p99} max ${nominal.max}; threshold ${frr.toFixed(4)} (FRR ${opts.frrTarget}); routing limit ${limit.toFixed(4)}`,
+      );
       built.push({
         info: {
           id: c,
@@ -235,8 +247,19 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
         const b = built[c];
         const ex = await pool.get(b.settings);
         const scorer = await PatchScorer.create(b.bank.vectors, b.bank.header.count, b.bank.header.dim, scorerOptionsFor(ex, scoringRuntime(opts)));
-        const patches = await extractPatches(rows.map((r) => opts.defects![r]), pool, b.settings, progress, `[${b.info.name}] defects`);
-        const scores = await scoreRows(scorer, patches, ex.patchCount * b.settings.dim, rows.map((_, j) => j));
+        const patches = await extractPatches(
+          rows.map((r) => opts.defects![r]),
+          pool,
+          b.settings,
+          progress,
+          `[${b.info.name}] defects`,
+        );
+        const scores = await scoreRows(
+          scorer,
+          patches,
+          ex.patchCount * b.settings.dim,
+          rows.map((_, j) => j),
+        );
         await scorer.release();
         const f1 = f1Threshold(b.heldOut, scores);
         if (f1) {
@@ -285,7 +308,16 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
         calibration: {
           mode: opts.labels ? 'known_class' : 'cluster',
           images: n,
-          ...(clustering ? { clustering: { hierarchy: clustering.hierarchy.map((h) => ({ count: h.count, silhouette: h.silhouette === null ? null : Number(h.silhouette.toFixed(4)) })), chosen: clustering.chosen, reason: clustering.reason, merged: clustering.merged } } : {}),
+          ...(clustering
+            ? {
+                clustering: {
+                  hierarchy: clustering.hierarchy.map((h) => ({ count: h.count, silhouette: h.silhouette === null ? null : Number(h.silhouette.toFixed(4)) })),
+                  chosen: clustering.chosen,
+                  reason: clustering.reason,
+                  merged: clustering.merged,
+                },
+              }
+            : {}),
           duration_s: Number(((performance.now() - t0) / 1000).toFixed(1)),
         },
         clusters: clusters.map((c) => c.info),
@@ -299,7 +331,14 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
 }
 
 /** k-fold held-out scores of the members, then the bank from all of them. */
-async function buildClusterBank(paths: string[], settings: FeatureSettings, name: string, pool: ExtractorPool, opts: CalibrationOptions, progress?: ProgressFn): Promise<{ bank: Bank; heldOut: number[] }> {
+async function buildClusterBank(
+  paths: string[],
+  settings: FeatureSettings,
+  name: string,
+  pool: ExtractorPool,
+  opts: CalibrationOptions,
+  progress?: ProgressFn,
+): Promise<{ bank: Bank; heldOut: number[] }> {
   const patches = await extractPatches(paths, pool, settings, progress, `[${name}] features`);
   const ex = await pool.get(settings);
   const per = ex.patchCount * settings.dim;

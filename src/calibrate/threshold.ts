@@ -24,7 +24,16 @@ export function summarise(scores: ArrayLike<number>): ScoreSummary {
   let v = 0;
   for (let i = 0; i < n; i++) v += (scores[i] - mean) ** 2;
   const r = (x: number) => Number(x.toFixed(5));
-  return { n, mean: r(mean), std: r(Math.sqrt(v / Math.max(1, n - 1))), min: r(quantile(scores, 0)), p50: r(quantile(scores, 0.5)), p90: r(quantile(scores, 0.9)), p99: r(quantile(scores, 0.99)), max: r(quantile(scores, 1)) };
+  return {
+    n,
+    mean: r(mean),
+    std: r(Math.sqrt(v / Math.max(1, n - 1))),
+    min: r(quantile(scores, 0)),
+    p50: r(quantile(scores, 0.5)),
+    p90: r(quantile(scores, 0.9)),
+    p99: r(quantile(scores, 0.99)),
+    max: r(quantile(scores, 1)),
+  };
 }
 
 /**

@@ -1,7 +1,7 @@
 /** Replay of image files (PNG/JPEG/BMP) from a file or folder, paced at a set rate, once or looped. */
 import { statSync } from 'node:fs';
 import { listImagesRecursive } from '../eval/dataset.ts';
-import { ImageDecodeError, readImage } from '../features/image.ts';
+import { ImageDecodeError, readImage, type RgbImage } from '../features/image.ts';
 import { redactSecrets } from '../util/redact.ts';
 import { DEFAULT_MAX_PIXELS } from './limits.ts';
 import type { FrameSource, SourceEvents } from './types.ts';
@@ -59,7 +59,7 @@ export class FolderSource implements FrameSource {
         next = Math.max(next + period, performance.now() - period);
         while (ev.canAccept && !ev.canAccept() && !this.stopped) await new Promise((r) => setTimeout(r, 5));
         if (this.stopped) return;
-        let img;
+        let img: RgbImage;
         try {
           img = await readImage(path, { maxPixels });
         } catch (e) {

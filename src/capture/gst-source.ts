@@ -33,7 +33,9 @@ export function loadGstreamer(): GstModule {
   try {
     return createRequire(import.meta.url)('gstreamer-superficial') as GstModule;
   } catch (e) {
-    throw new Error(`GStreamer capture is unavailable (${(e as Error).message.split('\n')[0]}): run deploy/setup.sh, then npm ci, so that gstreamer-superficial is built against the GStreamer headers`);
+    throw new Error(
+      `GStreamer capture is unavailable (${(e as Error).message.split('\n')[0]}): run deploy/setup.sh, then npm ci, so that gstreamer-superficial is built against the GStreamer headers`,
+    );
   }
 }
 
@@ -62,7 +64,10 @@ export class GstSource implements FrameSource {
   private size = { width: 0, height: 0 };
   private streaming = false;
 
-  constructor(private readonly cfg: SourceConfig, private readonly backoff = { initialMs: 1000, maxMs: 30000 }) {
+  constructor(
+    private readonly cfg: SourceConfig,
+    private readonly backoff = { initialMs: 1000, maxMs: 30000 },
+  ) {
     this.gst = loadGstreamer();
     launchString(cfg); // reject a bad kind now, not at first frame
   }
@@ -146,10 +151,13 @@ export class GstSource implements FrameSource {
 
   private armTimer(gen: number): void {
     if (this.timer) clearInterval(this.timer);
-    this.timer = setInterval(() => {
-      if (gen !== this.generation) return;
-      if (Date.now() - this.lastFrame > this.cfg.frame_timeout_ms) this.lose(gen, `no frame for ${this.cfg.frame_timeout_ms} ms`);
-    }, Math.min(1000, this.cfg.frame_timeout_ms / 2));
+    this.timer = setInterval(
+      () => {
+        if (gen !== this.generation) return;
+        if (Date.now() - this.lastFrame > this.cfg.frame_timeout_ms) this.lose(gen, `no frame for ${this.cfg.frame_timeout_ms} ms`);
+      },
+      Math.min(1000, this.cfg.frame_timeout_ms / 2),
+    );
     this.timer.unref();
   }
 

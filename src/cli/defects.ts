@@ -45,16 +45,28 @@ interface DiscoverFlags {
 }
 
 async function discoverAction(o: DiscoverFlags): Promise<void> {
-  const c = loadEngineConfig(o.config, { ...(o.backbone ? { backbone: o.backbone } : {}), runtime: { ...(o.provider ? { provider: o.provider } : {}), ...(o.threads !== undefined ? { threads: o.threads } : {}) } });
+  const c = loadEngineConfig(o.config, {
+    ...(o.backbone ? { backbone: o.backbone } : {}),
+    runtime: { ...(o.provider ? { provider: o.provider } : {}), ...(o.threads !== undefined ? { threads: o.threads } : {}) },
+  });
   const backbone = resolve(resolveBackbone(c.backbone, (m) => console.error(m)));
   const bundle = readBundleFile(resolve(o.bundle));
   const progress = new Progress();
-  const d = await discoverArchive(resolve(o.archive), bundle, backbone, { clusters: o.clusters, cluster: o.cluster, provider: c.runtime.provider as ExecutionProvider, threads: c.runtime.threads, progress: (i, n) => progress.update('regions', i, n) });
+  const d = await discoverArchive(resolve(o.archive), bundle, backbone, {
+    clusters: o.clusters,
+    cluster: o.cluster,
+    provider: c.runtime.provider as ExecutionProvider,
+    threads: c.runtime.threads,
+    progress: (i, n) => progress.update('regions', i, n),
+  });
   mkdirSync(dirname(resolve(o.out)), { recursive: true });
-  writeFileAtomic(resolve(o.out), utf8(JSON.stringify(d.types, null, 1) + '\n'));
+  writeFileAtomic(resolve(o.out), utf8(`${JSON.stringify(d.types, null, 1)}\n`));
   mkdirSync(dirname(resolve(o.report)), { recursive: true });
   writeFileAtomic(resolve(o.report), utf8(await discoveryReport(d)));
-  for (const cl of d.clusters) console.log(`${cl.types.cluster}: ${cl.types.types.length} types from ${cl.types.discovery.regions} regions in ${cl.types.discovery.images} images (${cl.types.discovery.reason}): ${cl.types.types.map((t) => `${t.id} ${t.count}`).join(', ')}`);
+  for (const cl of d.clusters)
+    console.log(
+      `${cl.types.cluster}: ${cl.types.types.length} types from ${cl.types.discovery.regions} regions in ${cl.types.discovery.images} images (${cl.types.discovery.reason}): ${cl.types.types.map((t) => `${t.id} ${t.count}`).join(', ')}`,
+    );
   if (d.skipped.length) console.log(`skipped ${d.skipped.length} frames (no region, or no product); see the report`);
   console.log(`wrote ${o.out} and ${o.report}`);
 }
@@ -82,12 +94,15 @@ export function registerDefectCommands(program: Command): void {
     .action((file: string, id: string, name: string, o: { cluster?: string }) => {
       const path = resolve(file);
       const next = nameType(readDefectTypes(path), id, name, o.cluster);
-      writeFileAtomic(path, utf8(JSON.stringify(next, null, 1) + '\n'));
+      writeFileAtomic(path, utf8(`${JSON.stringify(next, null, 1)}\n`));
       console.log(`${id} is now "${name}" in ${file}`);
     });
 }
 
 /** `evaluate --defect-types`: regions and type discovery per category, at the engine config's settings. */
 export async function defectTypesEvaluation(c: EngineConfig, dataset: string, categories: string[], opts: { clusters?: number | 'auto'; bundleCache?: string } = {}): Promise<DefectTypesReport> {
-  return evaluateDefectTypes({ dataset, categories, backbone: resolve(c.backbone), calibration: calibrationOptions(c), discover: { clusters: opts.clusters ?? 'auto' }, bundleCache: opts.bundleCache }, new Progress());
+  return evaluateDefectTypes(
+    { dataset, categories, backbone: resolve(c.backbone), calibration: calibrationOptions(c), discover: { clusters: opts.clusters ?? 'auto' }, bundleCache: opts.bundleCache },
+    new Progress(),
+  );
 }

@@ -58,7 +58,7 @@ function engineOptions(cmd: Command): Command {
   return cmd
     .option('--config <file>', 'site config JSON merged over config/default.json')
     .option('--backbone <dir>', 'backbone directory (backbone.json + backbone.onnx); default: config "backbone", $HCE_BACKBONE, else the built-in fallback')
-    .option('--input-size <WxH|auto>', 'network input size; auto = the frames\' aspect ratio at 224x224 pixels', parseSize)
+    .option('--input-size <WxH|auto>', "network input size; auto = the frames' aspect ratio at 224x224 pixels", parseSize)
     .option('--fit <mode>', 'letterbox | stretch | crop')
     .option('--dim <n>', 'patch feature dimension', parseIntArg)
     .option('--pre-dim <n>', 'per-layer pooled dimension before concatenation', parseIntArg)
@@ -103,7 +103,9 @@ export function buildProgram(): Command {
     .option('--id <id>', 'backbone id (default: file name)')
     .action((file: string, o: { out: string; id?: string }) => {
       const r = importTflite(resolve(file), resolve(o.out), o.id);
-      const ops = Object.entries(r.opCounts).map(([k, v]) => `${k} x${v}`).join(', ');
+      const ops = Object.entries(r.opCounts)
+        .map(([k, v]) => `${k} x${v}`)
+        .join(', ');
       console.log(`imported ${file} (${ops})`);
       for (const out of r.sidecar.outputs) console.log(`  output ${out.name}: ${out.role}, ${out.channels} channels${out.stride ? `, stride ${out.stride}` : ''}`);
       console.log(`wrote ${r.onnxPath} and ${r.sidecarPath}`);
@@ -146,42 +148,63 @@ export function buildProgram(): Command {
       .option('--folds <k>', 'multiclass: k-fold splits for held-out good scores', parseIntArg)
       .option('--keys <mode>', `multiclass: routing keys per cluster: ${KEY_MODES.join(' | ')}`)
       .option('--defect-types', 'defect regions and type discovery per category (test/<defect_type>/ folders): region IoU, count match, NMI/ARI/F1'),
-  ).action(async (o: EngineFlags & { dataset: string; categories?: string; json?: string; saveHeatmaps?: string; heatmapsPerCategory: number; testStride: number; multiclass?: boolean; defectTypes?: boolean; frr?: number; folds?: number; keys?: string }) => {
-    const over: Record<string, unknown> = {};
-    if (o.frr !== undefined) over.frr_target = o.frr;
-    if (o.folds !== undefined) over.folds = o.folds;
-    if (o.keys) over.keys = o.keys;
-    const c = engineConfig(o, { calibration: over });
-    const categories = o.categories ? o.categories.split(',').map((s) => s.trim()).filter(Boolean) : listCategories(o.dataset);
-    const report = o.defectTypes
-      ? await defectTypesEvaluation(c, resolve(o.dataset), categories)
-      : o.multiclass
-      ? await evaluateMulticlass({ ...calibrationOptions(c), dataset: resolve(o.dataset), categories, testStride: o.testStride }, new Progress())
-      : await evaluate(
-      {
-        dataset: resolve(o.dataset),
-        categories,
-        backbone: resolve(c.backbone),
-        features: (frame) => featureSettings(c, frame),
-        coreset: coresetSettings(c),
-        reweightNeighbours: c.scoring.reweight_neighbours,
-        heatmapSigma: c.scoring.heatmap_sigma,
-        provider: c.runtime.provider,
-        threads: c.runtime.threads,
-        saveHeatmaps: o.saveHeatmaps ? resolve(o.saveHeatmaps) : undefined,
-        heatmapsPerCategory: o.heatmapsPerCategory,
-        testStride: o.testStride,
+  ).action(
+    async (
+      o: EngineFlags & {
+        dataset: string;
+        categories?: string;
+        json?: string;
+        saveHeatmaps?: string;
+        heatmapsPerCategory: number;
+        testStride: number;
+        multiclass?: boolean;
+        defectTypes?: boolean;
+        frr?: number;
+        folds?: number;
+        keys?: string;
       },
-      new Progress(),
-    );
-    const text = JSON.stringify(report, null, 2);
-    if (o.json) {
-      mkdirSync(dirname(resolve(o.json)), { recursive: true });
-      writeFileSync(o.json, text + '\n');
-      console.error(`wrote ${o.json}`);
-    }
-    console.log(text);
-  });
+    ) => {
+      const over: Record<string, unknown> = {};
+      if (o.frr !== undefined) over.frr_target = o.frr;
+      if (o.folds !== undefined) over.folds = o.folds;
+      if (o.keys) over.keys = o.keys;
+      const c = engineConfig(o, { calibration: over });
+      const categories = o.categories
+        ? o.categories
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : listCategories(o.dataset);
+      const report = o.defectTypes
+        ? await defectTypesEvaluation(c, resolve(o.dataset), categories)
+        : o.multiclass
+          ? await evaluateMulticlass({ ...calibrationOptions(c), dataset: resolve(o.dataset), categories, testStride: o.testStride }, new Progress())
+          : await evaluate(
+              {
+                dataset: resolve(o.dataset),
+                categories,
+                backbone: resolve(c.backbone),
+                features: (frame) => featureSettings(c, frame),
+                coreset: coresetSettings(c),
+                reweightNeighbours: c.scoring.reweight_neighbours,
+                heatmapSigma: c.scoring.heatmap_sigma,
+                provider: c.runtime.provider,
+                threads: c.runtime.threads,
+                saveHeatmaps: o.saveHeatmaps ? resolve(o.saveHeatmaps) : undefined,
+                heatmapsPerCategory: o.heatmapsPerCategory,
+                testStride: o.testStride,
+              },
+              new Progress(),
+            );
+      const text = JSON.stringify(report, null, 2);
+      if (o.json) {
+        mkdirSync(dirname(resolve(o.json)), { recursive: true });
+        writeFileSync(o.json, `${text}\n`);
+        console.error(`wrote ${o.json}`);
+      }
+      console.log(text);
+    },
+  );
 
   const bank = program.command('bank').description('single-product memory banks');
   engineOptions(
@@ -221,33 +244,36 @@ export function buildProgram(): Command {
       .option('--folds <k>', 'k-fold splits for held-out good scores', parseIntArg)
       .option('--min-cluster-size <n>', 'smallest cluster kept (smaller ones are merged)', parseIntArg)
       .option('--keys <mode>', `routing keys per cluster: ${KEY_MODES.join(' | ')}`),
-  ).action(async (o: EngineFlags & { images: string; out: string; knownClass?: boolean; defects?: string; threshold?: string; frr?: number; folds?: number; minClusterSize?: number; keys?: string }) => {
-    const over: Record<string, unknown> = {};
-    if (o.threshold) over.threshold = o.threshold;
-    if (o.frr !== undefined) over.frr_target = o.frr;
-    if (o.folds !== undefined) over.folds = o.folds;
-    if (o.minClusterSize !== undefined) over.min_cluster_size = o.minClusterSize;
-    if (o.keys) over.keys = o.keys;
-    const c = engineConfig(o, { calibration: over });
-    const k = c.calibration;
-    const root = resolve(o.images);
-    const images = listImagesRecursive(root);
-    if (images.length === 0) throw new Error(`no PNG/JPEG/BMP images in ${o.images} or its subfolders`);
-    let labels: string[] | undefined;
-    if (o.knownClass) {
-      labels = images.map((p) => relative(root, p).split(sep)[0]);
-      if (labels.some((l, i) => l === relative(root, images[i]))) throw new Error(`--known-class needs one subfolder per class under ${o.images}; found images directly in it`);
-    }
-    const defects = o.defects ? listImagesRecursive(resolve(o.defects)) : undefined;
-    if (o.defects && !defects!.length) throw new Error(`no PNG/JPEG/BMP images in ${o.defects}`);
-    if (k.threshold === 'f1' && !defects) throw new Error('threshold "f1" needs labelled defect images: pass --defects <dir>');
-    const progress = new Progress();
-    progress.log(`calibrating from ${images.length} good images${defects ? ` and ${defects.length} defect images` : ''}`);
-    const { bundle } = await calibrate({ ...calibrationOptions(c), images, labels, defects, log: (m) => progress.log(m) }, progress.update);
-    writeBundleFile(resolve(o.out), bundle);
-    console.log(`wrote ${o.out}: ${bundle.clusters.length} cluster(s) from ${images.length} images in ${bundle.header.calibration.duration_s} s`);
-    for (const cl of bundle.header.clusters) console.log(`  ${cl.name}: ${cl.members.length} images, bank ${cl.bank.count}, threshold ${cl.threshold.toFixed(4)} (${cl.threshold_source}), routing limit ${cl.routing_limit.toFixed(4)}`);
-  });
+  ).action(
+    async (o: EngineFlags & { images: string; out: string; knownClass?: boolean; defects?: string; threshold?: string; frr?: number; folds?: number; minClusterSize?: number; keys?: string }) => {
+      const over: Record<string, unknown> = {};
+      if (o.threshold) over.threshold = o.threshold;
+      if (o.frr !== undefined) over.frr_target = o.frr;
+      if (o.folds !== undefined) over.folds = o.folds;
+      if (o.minClusterSize !== undefined) over.min_cluster_size = o.minClusterSize;
+      if (o.keys) over.keys = o.keys;
+      const c = engineConfig(o, { calibration: over });
+      const k = c.calibration;
+      const root = resolve(o.images);
+      const images = listImagesRecursive(root);
+      if (images.length === 0) throw new Error(`no PNG/JPEG/BMP images in ${o.images} or its subfolders`);
+      let labels: string[] | undefined;
+      if (o.knownClass) {
+        labels = images.map((p) => relative(root, p).split(sep)[0]);
+        if (labels.some((l, i) => l === relative(root, images[i]))) throw new Error(`--known-class needs one subfolder per class under ${o.images}; found images directly in it`);
+      }
+      const defects = o.defects ? listImagesRecursive(resolve(o.defects)) : undefined;
+      if (o.defects && !defects!.length) throw new Error(`no PNG/JPEG/BMP images in ${o.defects}`);
+      if (k.threshold === 'f1' && !defects) throw new Error('threshold "f1" needs labelled defect images: pass --defects <dir>');
+      const progress = new Progress();
+      progress.log(`calibrating from ${images.length} good images${defects ? ` and ${defects.length} defect images` : ''}`);
+      const { bundle } = await calibrate({ ...calibrationOptions(c), images, labels, defects, log: (m) => progress.log(m) }, progress.update);
+      writeBundleFile(resolve(o.out), bundle);
+      console.log(`wrote ${o.out}: ${bundle.clusters.length} cluster(s) from ${images.length} images in ${bundle.header.calibration.duration_s} s`);
+      for (const cl of bundle.header.clusters)
+        console.log(`  ${cl.name}: ${cl.members.length} images, bank ${cl.bank.count}, threshold ${cl.threshold.toFixed(4)} (${cl.threshold_source}), routing limit ${cl.routing_limit.toFixed(4)}`);
+    },
+  );
 
   const bundle = program.command('bundle').description('calibration bundles');
   bundle
@@ -263,8 +289,13 @@ export function buildProgram(): Command {
       console.log(`bundle ${info.bundle_id} (format ${info.format_version}), created ${info.created_at}`);
       console.log(`backbone ${info.backbone.id} (${info.backbone.onnx_sha256.slice(0, 12)}…), ${info.calibration.mode}, ${info.calibration.images} images`);
       const sc = info.scoring;
-      console.log(`scoring: input ${sc.input_size}, fit ${sc.fit}, dims ${sc.pre_dim}/${sc.dim}, reweight_neighbours ${sc.reweight_neighbours}, heatmap_sigma ${sc.heatmap_sigma}${sc.legacy ? ' (format 1 bundle: not recorded, the values it has always been scored with; recalibrate to record them)' : ''}`);
-      for (const cl of info.clusters) console.log(`  [${cl.id}] ${cl.name}: ${cl.size} images at ${cl.input}, bank ${cl.bank_size}, threshold ${cl.threshold.toFixed(4)} (${cl.threshold_source}), routing limit ${cl.routing_limit.toFixed(4)}`);
+      console.log(
+        `scoring: input ${sc.input_size}, fit ${sc.fit}, dims ${sc.pre_dim}/${sc.dim}, reweight_neighbours ${sc.reweight_neighbours}, heatmap_sigma ${sc.heatmap_sigma}${sc.legacy ? ' (format 1 bundle: not recorded, the values it has always been scored with; recalibrate to record them)' : ''}`,
+      );
+      for (const cl of info.clusters)
+        console.log(
+          `  [${cl.id}] ${cl.name}: ${cl.size} images at ${cl.input}, bank ${cl.bank_size}, threshold ${cl.threshold.toFixed(4)} (${cl.threshold_source}), routing limit ${cl.routing_limit.toFixed(4)}`,
+        );
     });
 
   bundle
@@ -274,7 +305,8 @@ export function buildProgram(): Command {
     .action((file: string, typesFile: string, o: { out: string }) => {
       const b = readBundleFile(resolve(file));
       const types = readDefectTypes(resolve(typesFile));
-      if (types.backbone.onnx_sha256 !== b.header.backbone.onnx_sha256) throw new Error(`${typesFile} was discovered with backbone "${types.backbone.id}", the bundle uses "${b.header.backbone.id}": run defects discover with this bundle's backbone`);
+      if (types.backbone.onnx_sha256 !== b.header.backbone.onnx_sha256)
+        throw new Error(`${typesFile} was discovered with backbone "${types.backbone.id}", the bundle uses "${b.header.backbone.id}": run defects discover with this bundle's backbone`);
       const known = new Set(b.header.clusters.map((c) => c.name));
       const stray = types.clusters.filter((t) => !known.has(t.cluster)).map((t) => t.cluster);
       if (stray.length) throw new Error(`${typesFile} has types for cluster(s) ${stray.join(', ')} that are not in ${file}`);
@@ -293,7 +325,11 @@ export function buildProgram(): Command {
     const c = engineConfig(o);
     const b = readBundleFile(resolve(o.bundle));
     // Scoring settings come from the bundle; only an explicit --reweight is checked against it.
-    const inspector = await Inspector.load(b, resolve(c.backbone), { provider: c.runtime.provider, threads: c.runtime.threads, overrides: { reweight_neighbours: o.reweight ?? null, heatmap_sigma: null } });
+    const inspector = await Inspector.load(b, resolve(c.backbone), {
+      provider: c.runtime.provider,
+      threads: c.runtime.threads,
+      overrides: { reweight_neighbours: o.reweight ?? null, heatmap_sigma: null },
+    });
     if (o.heatmaps) mkdirSync(o.heatmaps, { recursive: true });
     let failed = 0;
     for (const f of files) {
@@ -301,7 +337,18 @@ export function buildProgram(): Command {
         const img = await readImage(resolve(f));
         const r = await inspector.inspect(img);
         const round = (v: number | null) => (v === null ? null : Number(v.toFixed(5)));
-        console.log(JSON.stringify({ image: f, verdict: r.verdict, cluster: r.cluster, score: round(r.score), normalised_score: round(r.normalised_score), threshold: round(r.threshold), route: { nearest: r.route.nearest, distance: round(r.route.distance), limit: round(r.route.limit) }, bundle_id: inspector.bundleId }));
+        console.log(
+          JSON.stringify({
+            image: f,
+            verdict: r.verdict,
+            cluster: r.cluster,
+            score: round(r.score),
+            normalised_score: round(r.normalised_score),
+            threshold: round(r.threshold),
+            route: { nearest: r.route.nearest, distance: round(r.route.distance), limit: round(r.route.limit) },
+            bundle_id: inspector.bundleId,
+          }),
+        );
         const png = o.heatmaps ? await inspector.heatmapImage(r, 'png') : null;
         if (png) writeFileSync(join(o.heatmaps!, `${basename(f).replace(/\.\w+$/, '')}_${r.verdict}.png`), png);
       } catch (e) {
@@ -318,7 +365,10 @@ export function buildProgram(): Command {
     .option('--config <file>', 'site config JSON (default: config/site.json when present)')
     .option('--print-config', 'print the effective configuration (secrets masked) and exit')
     .allowUnknownOption(true)
-    .helpOption('-h, --help', 'flags: --station --backbone --bundle --source-kind --source-path --source-fps --source-loop --trigger-mode --mqtt-url --mqtt-store-dir --provider --metrics-port --log-level; everything else in the config file or HCE_* variables')
+    .helpOption(
+      '-h, --help',
+      'flags: --station --backbone --bundle --source-kind --source-path --source-fps --source-loop --trigger-mode --mqtt-url --mqtt-store-dir --provider --metrics-port --log-level; everything else in the config file or HCE_* variables',
+    )
     .action(async (o: { config?: string; printConfig?: boolean }, cmd: Command) => {
       const { loadDaemonConfig } = await import('../service/config.ts');
       const loaded = loadDaemonConfig({ siteFile: o.config, defaultSite: join(PROJECT_ROOT, 'config', 'site.json'), args: cmd.args });

@@ -21,7 +21,9 @@ const SIZE = 256;
 async function writePart(path: string, kind: ProductKind, seed: number, bad: boolean): Promise<void> {
   const s = SIZE / 96; // the generators' defect coordinates are laid out for 96 px parts
   const defect = bad ? { x: Math.round((30 + (seed % 30)) * s), y: Math.round((kind === 'plate' ? 12 : 38) * s), w: Math.round(10 * s), h: Math.round(6 * s) } : undefined;
-  await sharp(syntheticProduct(kind, SIZE, seed, defect), { raw: { width: SIZE, height: SIZE, channels: 3 } }).png().toFile(path);
+  await sharp(syntheticProduct(kind, SIZE, seed, defect), { raw: { width: SIZE, height: SIZE, channels: 3 } })
+    .png()
+    .toFile(path);
 }
 
 async function generate(dir: string, log: (m: string) => void): Promise<{ calibration: string; line: string }> {
@@ -68,11 +70,15 @@ export async function prepareDemo(log: (m: string) => void, progress?: ProgressF
   }
   if (!fresh) {
     const c = loadEngineConfig(undefined, { backbone });
-    const images = readdirSync(calibration).sort().map((f) => join(calibration, f));
+    const images = readdirSync(calibration)
+      .sort()
+      .map((f) => join(calibration, f));
     log(`first start: calibrating the demo bundle from ${images.length} good parts of two product types (no labels)`);
     const { bundle: b } = await calibrate({ ...calibrationOptions(c), images, log }, progress);
     writeBundleFile(bundle, b);
-    log(`demo bundle: ${b.clusters.map((cl) => `${cl.info.name} = ${cl.info.members.length} images (${[...new Set(cl.info.members.map((m) => m.split('/').pop()!.split('_')[0]))].join('+')})`).join(', ')}`);
+    log(
+      `demo bundle: ${b.clusters.map((cl) => `${cl.info.name} = ${cl.info.members.length} images (${[...new Set(cl.info.members.map((m) => m.split('/').pop()!.split('_')[0]))].join('+')})`).join(', ')}`,
+    );
   }
   return { dir, backbone, bundle, line };
 }

@@ -33,7 +33,6 @@ export function syntheticPart(size: number, seed: number, defect?: Defect): Uint
   return img;
 }
 
-
 export type ProductKind = 'disc' | 'plate' | 'mesh';
 
 /**
@@ -65,4 +64,3 @@ export function syntheticProduct(kind: ProductKind, size: number, seed: number, 
   }
   return img;
 }
-

@@ -33,7 +33,11 @@ export function loadCategory(root: string, name: string): Category {
   const train = listImages(join(dir, 'train', 'good'));
   if (train.length === 0) throw new Error(`category "${name}": no training images in ${join(dir, 'train', 'good')}`);
   const testDir = join(dir, 'test');
-  const defects = existsSync(testDir) ? readdirSync(testDir).filter((d) => statSync(join(testDir, d)).isDirectory()).sort() : [];
+  const defects = existsSync(testDir)
+    ? readdirSync(testDir)
+        .filter((d) => statSync(join(testDir, d)).isDirectory())
+        .sort()
+    : [];
   const test: TestImage[] = [];
   let hasMasks = false;
   for (const defect of defects) {

@@ -248,7 +248,21 @@ export function scoreDefectFrames(frames: DefectFrame[], truthNames: string[], r
       if (labelRegions(f.mask, a.input.width, a.input.height).count === r.regions.length) matches++;
     }
     const low = rangeFromCalibration(clusterStats(info), regionSettings.spread ?? DEFAULT_SPREAD).low;
-    const ds = describeRegions({ patches: a.patches!, dim: a.patches!.length / (a.grid.width * a.grid.height), grid: a.grid, heatmap: a.heatmap!, labels: r.mebin.labels, input: a.input, low, threshold: info.threshold, p50: info.statistics.nominal.p50, content: a.geometry.content }, r.input);
+    const ds = describeRegions(
+      {
+        patches: a.patches!,
+        dim: a.patches!.length / (a.grid.width * a.grid.height),
+        grid: a.grid,
+        heatmap: a.heatmap!,
+        labels: r.mebin.labels,
+        input: a.input,
+        low,
+        threshold: info.threshold,
+        p50: info.statistics.nominal.p50,
+        content: a.geometry.content,
+      },
+      r.input,
+    );
     ds.forEach((d, k) => {
       descriptors.push(d);
       image.push(fi);
@@ -298,15 +312,25 @@ export async function evaluateDefectTypes(opts: DefectTypesOptions, progress: Pr
     const res = scoreDefectFrames(frames, truthNames, opts.regions, opts.discover);
     categories[name] = res;
     const d = res.discovery;
-    progress.log(`[${name}] ${res.defective_images} defective (${res.ng_images} NG), regions: IoU ${res.regions.mask_iou} count match ${res.regions.count_match}; ${d ? `types ${d.types_found} found / ${res.true_types} true, NMI ${d.nmi} ARI ${d.ari} F1 ${d.f1}` : `${res.true_types} defect type(s): no discovery measure`}`);
+    progress.log(
+      `[${name}] ${res.defective_images} defective (${res.ng_images} NG), regions: IoU ${res.regions.mask_iou} count match ${res.regions.count_match}; ${d ? `types ${d.types_found} found / ${res.true_types} true, NMI ${d.nmi} ARI ${d.ari} F1 ${d.f1}` : `${res.true_types} defect type(s): no discovery measure`}`,
+    );
   }
   const mean = (f: (r: CategoryDefectResult) => number | null | undefined) => {
-    const v = Object.values(categories).map(f).filter((x): x is number => typeof x === 'number');
+    const v = Object.values(categories)
+      .map(f)
+      .filter((x): x is number => typeof x === 'number');
     return v.length ? r4(v.reduce((a, b) => a + b, 0) / v.length) : null;
   };
   return {
     settings: { backbone: opts.backbone, regions: opts.regions ?? {}, discover: opts.discover ?? { clusters: 'auto' } },
     categories,
-    mean: { nmi: mean((r) => r.discovery?.nmi), ari: mean((r) => r.discovery?.ari), f1: mean((r) => r.discovery?.f1), mask_iou: mean((r) => r.regions.mask_iou), count_match: mean((r) => r.regions.count_match) },
+    mean: {
+      nmi: mean((r) => r.discovery?.nmi),
+      ari: mean((r) => r.discovery?.ari),
+      f1: mean((r) => r.discovery?.f1),
+      mask_iou: mean((r) => r.regions.mask_iou),
+      count_match: mean((r) => r.regions.count_match),
+    },
   };
 }

@@ -135,7 +135,16 @@ export async function evaluate(opts: EvaluateOptions, progress: Progress): Promi
         const { data } = await fitImage(img, width, height, features.fit);
         const png = await encodeRgb(overlayRgb(data, s.heatmap, width, height, low, high), width, height);
         const t = test[s.i];
-        writeFileSync(join(heatDir, `${t.defect}_${t.path.split('/').pop()!.replace(/\.\w+$/, '')}_score${scores[s.i].toFixed(2)}.png`), png);
+        writeFileSync(
+          join(
+            heatDir,
+            `${t.defect}_${t.path
+              .split('/')
+              .pop()!
+              .replace(/\.\w+$/, '')}_score${scores[s.i].toFixed(2)}.png`,
+          ),
+          png,
+        );
       }
     }
     const sortedLat = [...latencies].sort((a, b) => a - b);
@@ -168,7 +177,9 @@ export async function evaluate(opts: EvaluateOptions, progress: Progress): Promi
   }
   const mean: Record<string, number | null> = {};
   for (const key of ['image_auroc', 'pixel_auroc', 'pro', 'f1_max'] as const) {
-    const vals = Object.values(results).map((r) => r[key]).filter((v): v is number => v !== null);
+    const vals = Object.values(results)
+      .map((r) => r[key])
+      .filter((v): v is number => v !== null);
     mean[key] = vals.length ? round(vals.reduce((a, b) => a + b, 0) / vals.length) : null;
   }
   return {

@@ -155,7 +155,13 @@ export async function evaluateMulticlass(opts: MulticlassOptions, progress: Prog
   // Unknown product: calibrate routing without one category, then route everything of it.
   progress.log('== unknown-product check (leave one category out of calibration)');
   const allTest = cats.flatMap((c, ci) => c.test.filter((_, i) => i % stride === 0).map((t) => ({ ...t, ci })));
-  const testEmb = await embedImages(allTest.map((t) => t.path), pool, opts.features, progress.update, 'embed test');
+  const testEmb = await embedImages(
+    allTest.map((t) => t.path),
+    pool,
+    opts.features,
+    progress.update,
+    'embed test',
+  );
   const d = trainEmb.dim;
   const unknownProduct: Record<string, unknown> = {};
   for (const [hi, held] of cats.entries()) {
@@ -238,14 +244,35 @@ export async function evaluateMulticlass(opts: MulticlassOptions, progress: Prog
   const mean = Object.fromEntries(
     SCENARIOS.map((s) => {
       const vals = (k: (v: any) => number | null) => {
-        const xs = Object.values(categories).map((c) => k(c[s])).filter((v): v is number => v !== null);
+        const xs = Object.values(categories)
+          .map((c) => k(c[s]))
+          .filter((v): v is number => v !== null);
         return xs.length ? r4(xs.reduce((p, q) => p + q, 0) / xs.length) : null;
       };
-      return [s, { image_auroc: vals((v) => v.image_auroc), pixel_auroc: vals((v) => v.pixel_auroc), pro: vals((v) => v.pro), f1_per_cluster: vals((v) => v.per_cluster_threshold.f1), f1_global: vals((v) => v.global_threshold.f1) }];
+      return [
+        s,
+        {
+          image_auroc: vals((v) => v.image_auroc),
+          pixel_auroc: vals((v) => v.pixel_auroc),
+          pro: vals((v) => v.pro),
+          f1_per_cluster: vals((v) => v.per_cluster_threshold.f1),
+          f1_global: vals((v) => v.global_threshold.f1),
+        },
+      ];
     }),
   );
   return {
-    settings: { backbone: known.bundle.header.backbone, input_size: opts.inputSize, coreset: opts.coreset, frr_target: opts.frrTarget, folds: opts.folds, key_mode: opts.keyMode, routing_limit: opts.limit, clustering: opts.clustering, test_stride: stride },
+    settings: {
+      backbone: known.bundle.header.backbone,
+      input_size: opts.inputSize,
+      coreset: opts.coreset,
+      frr_target: opts.frrTarget,
+      folds: opts.folds,
+      key_mode: opts.keyMode,
+      routing_limit: opts.limit,
+      clustering: opts.clustering,
+      test_stride: stride,
+    },
     clustering: {
       clusters: clustered.bundle.clusters.length,
       categories: cats.length,
@@ -257,7 +284,9 @@ export async function evaluateMulticlass(opts: MulticlassOptions, progress: Prog
     },
     thresholds: {
       global: { known_class: r4(global.known), clustered: r4(global.clustered), one_bank: r4(global.single) },
-      per_cluster: Object.fromEntries(clustered.bundle.clusters.map((c) => [c.info.name, { threshold: r4(c.info.threshold), routing_limit: r4(c.info.routing_limit), nominal: c.info.statistics.nominal }])),
+      per_cluster: Object.fromEntries(
+        clustered.bundle.clusters.map((c) => [c.info.name, { threshold: r4(c.info.threshold), routing_limit: r4(c.info.routing_limit), nominal: c.info.statistics.nominal }]),
+      ),
     },
     calibration_s: { known_class: known.bundle.header.calibration.duration_s, clustered: clustered.bundle.header.calibration.duration_s, one_bank: single.bundle.header.calibration.duration_s },
     categories,

@@ -27,7 +27,9 @@ export interface DiscoverySource {
  */
 export function discoverySources(dir: string): DiscoverySource[] {
   const out: DiscoverySource[] = [];
-  const entries = readdirSync(dir).filter((e) => !e.startsWith('.')).sort();
+  const entries = readdirSync(dir)
+    .filter((e) => !e.startsWith('.'))
+    .sort();
   const archived = entries.filter((e) => statSync(join(dir, e)).isDirectory() && existsSync(join(dir, e, 'frame.jpg')));
   if (archived.length > 0) {
     for (const e of archived) {
@@ -80,15 +82,40 @@ async function collect(analyser: FrameAnalyser, src: DiscoverySource, bundle: Bu
   if (a.regions.regions.length === 0) return { why: `no defect region (verdict ${a.verdict})` };
   const info = a.cluster;
   const ds = describeRegions(
-    { patches: a.patches, dim: bundle.header.scoring.dim, grid: a.grid, heatmap: a.heatmap, labels: a.regions.mebin.labels, input: a.input, low: info.threshold, threshold: info.threshold, p50: info.statistics.nominal.p50, content: a.geometry.content },
+    {
+      patches: a.patches,
+      dim: bundle.header.scoring.dim,
+      grid: a.grid,
+      heatmap: a.heatmap,
+      labels: a.regions.mebin.labels,
+      input: a.input,
+      low: info.threshold,
+      threshold: info.threshold,
+      p50: info.statistics.nominal.p50,
+      content: a.geometry.content,
+    },
     a.regions.input,
   );
-  const crops = cropBoxes(a.regions.regions.map((r) => r.bbox), img.width, img.height);
+  const crops = cropBoxes(
+    a.regions.regions.map((r) => r.bbox),
+    img.width,
+    img.height,
+  );
   const cropOf = a.regions.regions.map((_, k) => crops.find((c) => c.members.includes(k))!.box);
   return { cluster: info.name, c: { path: src.path, verdict: a.verdict, regions: a.regions.regions, crops: cropOf, descriptors: ds, areas: a.regions.input.map((r) => r.area) } };
 }
 
-export async function discoverArchive(dir: string, bundle: Bundle, backboneDir: string, opts: DiscoverOptions & { provider?: ExecutionProvider; threads?: number; progress?: (done: number, total: number) => void; /** product cluster of frames whose verdict names none (a plain folder) */ cluster?: string }): Promise<ArchiveDiscovery> {
+export async function discoverArchive(
+  dir: string,
+  bundle: Bundle,
+  backboneDir: string,
+  opts: DiscoverOptions & {
+    provider?: ExecutionProvider;
+    threads?: number;
+    progress?: (done: number, total: number) => void /** product cluster of frames whose verdict names none (a plain folder) */;
+    cluster?: string;
+  },
+): Promise<ArchiveDiscovery> {
   // Defect frames often route as UNKNOWN (a defect moves the embedding); a folder of one product says which.
   const sources = discoverySources(dir).map((s) => ({ ...s, cluster: s.cluster ?? opts.cluster ?? null }));
   if (sources.length === 0) throw new Error(`no NG archive entries or images in ${dir}`);
@@ -163,13 +190,23 @@ export async function discoveryReport(d: ArchiveDiscovery, opts: { perType?: num
         if (!cache.has(path)) cache.set(path, await readImage(path));
         const src = await cropJpeg(cache.get(path)!, m.crop, side);
         const b = m.region.bbox;
-        imgs.push(`<figure><img src="${src}" width="${side}" height="${side}" alt=""><figcaption>${esc(path.split('/').slice(-2).join('/'))}<br>box ${b.join(',')} area ${m.region.area_px}</figcaption></figure>`);
+        imgs.push(
+          `<figure><img src="${src}" width="${side}" height="${side}" alt=""><figcaption>${esc(path.split('/').slice(-2).join('/'))}<br>box ${b.join(',')} area ${m.region.area_px}</figcaption></figure>`,
+        );
       }
       const label = type.name ? `${esc(type.id)} "${esc(type.name)}"` : esc(type.id);
-      parts.push(`<h3>${label}: ${type.count} regions, ${type.images} images, radius ${type.radius}</h3><p class="hint">name it: <code>hiercore-edge defects name types.json ${esc(type.id)} "…" --cluster ${esc(c.types.cluster)}</code></p><div class="grid">${imgs.join('')}</div>`);
+      parts.push(
+        `<h3>${label}: ${type.count} regions, ${type.images} images, radius ${type.radius}</h3><p class="hint">name it: <code>hiercore-edge defects name types.json ${esc(type.id)} "…" --cluster ${esc(c.types.cluster)}</code></p><div class="grid">${imgs.join('')}</div>`,
+      );
     }
   }
-  if (d.skipped.length) parts.push(`<h2>Skipped</h2><ul>${d.skipped.slice(0, 200).map((s) => `<li>${esc(s.path)}: ${esc(s.why)}</li>`).join('')}</ul>`);
+  if (d.skipped.length)
+    parts.push(
+      `<h2>Skipped</h2><ul>${d.skipped
+        .slice(0, 200)
+        .map((s) => `<li>${esc(s.path)}: ${esc(s.why)}</li>`)
+        .join('')}</ul>`,
+    );
   const style = 'body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:4px;font-size:10px;width:128px;vertical-align:top;word-break:break-all}.hint{color:#555}';
   return `<!doctype html><html><head><meta charset="utf-8"><title>Defect types</title><style>${style}</style></head><body><h1>Defect types (bundle ${esc(d.types.bundle_id)})</h1>${parts.join('\n')}</body></html>\n`;
 }
@@ -177,7 +214,8 @@ export async function discoveryReport(d: ArchiveDiscovery, opts: { perType?: num
 /** Give a type a name; `cluster` is needed when the id exists in several clusters. */
 export function nameType(types: DefectTypes, id: string, name: string, cluster?: string): DefectTypes {
   const hits = types.clusters.filter((c) => (!cluster || c.cluster === cluster) && c.types.some((t) => t.id === id));
-  if (hits.length === 0) throw new Error(`no type "${id}"${cluster ? ` in cluster "${cluster}"` : ''}: types are ${types.clusters.map((c) => `${c.cluster}: ${c.types.map((t) => t.id).join(', ')}`).join('; ')}`);
+  if (hits.length === 0)
+    throw new Error(`no type "${id}"${cluster ? ` in cluster "${cluster}"` : ''}: types are ${types.clusters.map((c) => `${c.cluster}: ${c.types.map((t) => t.id).join(', ')}`).join('; ')}`);
   if (hits.length > 1) throw new Error(`type "${id}" exists in clusters ${hits.map((c) => c.cluster).join(', ')}: pass --cluster`);
   return { ...types, clusters: types.clusters.map((c) => (c === hits[0] ? { ...c, types: c.types.map((t) => (t.id === id ? { ...t, name } : t)) } : c)) };
 }

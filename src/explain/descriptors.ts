@@ -139,7 +139,14 @@ export function fitSpace(ds: RegionDescriptor[], statWeight = DEFAULT_STAT_WEIGH
   for (const d of ds) for (let j = 0; j < k; j++) std[j] += (d.stats[j] - mean[j]) ** 2 / ds.length;
   const fm = new Array<number>(ds[0].feature.length).fill(0);
   for (const d of ds) for (let j = 0; j < fm.length; j++) fm[j] += d.feature[j] / ds.length;
-  return { feature_dim: ds[0].feature.length, feature_mean: fm.map((v) => Number(v.toFixed(6))), stat_names: [...STAT_NAMES], stat_mean: mean, stat_std: std.map((v) => Math.sqrt(v) || 1), stat_weight: statWeight };
+  return {
+    feature_dim: ds[0].feature.length,
+    feature_mean: fm.map((v) => Number(v.toFixed(6))),
+    stat_names: [...STAT_NAMES],
+    stat_mean: mean,
+    stat_std: std.map((v) => Math.sqrt(v) || 1),
+    stat_weight: statWeight,
+  };
 }
 
 /**

@@ -79,7 +79,17 @@ export function linkageTree(x: Float32Array, n: number, d: number, linkage: Link
 /** The dendrogram cut into k clusters (labels 0..k-1 by first appearance). */
 export function cutTree(merges: Merge[], n: number, k: number): Partition {
   const parent = Int32Array.from({ length: n }, (_, i) => i);
-  const find = (i: number): number => (parent[i] === i ? i : (parent[i] = find(parent[i])));
+  const find = (i: number): number => {
+    let root = i;
+    while (parent[root] !== root) root = parent[root];
+    // path compression: every node on the way points at the root
+    while (parent[i] !== root) {
+      const next = parent[i];
+      parent[i] = root;
+      i = next;
+    }
+    return root;
+  };
   for (let m = 0; m < n - Math.max(1, Math.min(n, k)); m++) parent[find(merges[m].b)] = find(merges[m].a);
   const id = new Map<number, number>();
   const labels = new Int32Array(n);
@@ -206,7 +216,14 @@ export function buildTypes(x: Float32Array, d: number, p: Partition, imageOf: Ar
     unit(proto);
     const dists = rows.map((i) => distTo(proto, x.subarray(i * d, (i + 1) * d)));
     const radius = Math.max(o.minRadius, quantile(dists, o.radiusQuantile) * o.radiusFactor);
-    out.push({ id: `T${c + 1}`, name: null, prototype: Array.from(proto, (v) => Number(v.toFixed(6))), radius: Number(radius.toFixed(5)), count: rows.length, images: new Set(rows.map((i) => imageOf[i])).size });
+    out.push({
+      id: `T${c + 1}`,
+      name: null,
+      prototype: Array.from(proto, (v) => Number(v.toFixed(6))),
+      radius: Number(radius.toFixed(5)),
+      count: rows.length,
+      images: new Set(rows.map((i) => imageOf[i])).size,
+    });
   }
   return out;
 }
@@ -264,7 +281,11 @@ export function discoverTypes(input: DiscoveryInput, opts: DiscoverOptions): Dis
   const imageTypes = new Int32Array(input.images).fill(-1);
   for (let im = 0; im < input.images; im++) {
     const rows = input.image.flatMap((v, i) => (v === im ? [i] : []));
-    if (rows.length) imageTypes[im] = imageType(rows.map((i) => choice.labels[i]), rows.map((i) => input.area[i]));
+    if (rows.length)
+      imageTypes[im] = imageType(
+        rows.map((i) => choice.labels[i]),
+        rows.map((i) => input.area[i]),
+      );
   }
   return { space, regionTypes: choice.labels, imageTypes, types, choice };
 }

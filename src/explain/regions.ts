@@ -62,7 +62,14 @@ export function measureComponents(labels: Int32Array, count: number, map: Float3
     if (map[p] > a.peak) a.peak = map[p];
   }
   return acc
-    .map((a, i) => ({ label: i + 1, bbox: [a.x0, a.y0, a.x1 - a.x0 + 1, a.y1 - a.y0 + 1] as Box, area: a.n, centroid: [a.sx / a.n + 0.5, a.sy / a.n + 0.5] as [number, number], peak: a.peak, mean_score: a.sum / a.n }))
+    .map((a, i) => ({
+      label: i + 1,
+      bbox: [a.x0, a.y0, a.x1 - a.x0 + 1, a.y1 - a.y0 + 1] as Box,
+      area: a.n,
+      centroid: [a.sx / a.n + 0.5, a.sy / a.n + 0.5] as [number, number],
+      peak: a.peak,
+      mean_score: a.sum / a.n,
+    }))
     .filter((r) => r.area > 0)
     .sort((a, b) => b.area - a.area || a.label - b.label);
 }
@@ -115,7 +122,14 @@ export interface FrameRegions {
  * cluster's calibration. Letterbox padding is excluded. A map with no region in that range (its
  * peak below the threshold) gets the one region around its peak (MebinResult.stable false).
  */
-export function findRegions(heatmap: Float32Array, input: { width: number; height: number }, geometry: Geometry, frame: { width: number; height: number }, stats: CalibrationStats, settings: RegionSettings = {}): FrameRegions {
+export function findRegions(
+  heatmap: Float32Array,
+  input: { width: number; height: number },
+  geometry: Geometry,
+  frame: { width: number; height: number },
+  stats: CalibrationStats,
+  settings: RegionSettings = {},
+): FrameRegions {
   const range = rangeFromCalibration(stats, settings.spread ?? DEFAULT_SPREAD);
   const valid = contentValid(geometry, input.width, input.height);
   let m = mebin(heatmap, input.width, input.height, range, { valid, ...settings.mebin });
@@ -130,7 +144,8 @@ export function findRegions(heatmap: Float32Array, input: { width: number; heigh
       if (heatmap[i] > peak) peak = heatmap[i];
       if (heatmap[i] < floor) floor = heatmap[i];
     }
-    if (peak > stats.p50 && peak - floor > (stats.threshold - stats.p50) / 2) m = mebin(heatmap, input.width, input.height, { low: (stats.p50 + peak) / 2, high: range.high }, { valid, ...settings.mebin, minRun: Infinity });
+    if (peak > stats.p50 && peak - floor > (stats.threshold - stats.p50) / 2)
+      m = mebin(heatmap, input.width, input.height, { low: (stats.p50 + peak) / 2, high: range.high }, { valid, ...settings.mebin, minRun: Infinity });
   }
   const all = measureComponents(m.labels, m.count, heatmap, input.width);
   const kept = all.slice(0, settings.maxRegions ?? DEFAULT_MAX_REGIONS);

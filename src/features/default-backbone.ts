@@ -59,7 +59,9 @@ export async function fetchBackbone(name: CoralModel, outDir: string, fetchFn: t
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     bytes = new Uint8Array(await res.arrayBuffer());
   } catch (e) {
-    throw new Error(`cannot download ${m.url} (${(e as Error).message}). Without internet: copy ${m.file} (sha256 ${m.sha256}) onto the box and run "hiercore-edge model import <file> --out ${outDir}"`);
+    throw new Error(
+      `cannot download ${m.url} (${(e as Error).message}). Without internet: copy ${m.file} (sha256 ${m.sha256}) onto the box and run "hiercore-edge model import <file> --out ${outDir}"`,
+    );
   }
   const got = sha256(bytes);
   if (got !== m.sha256) throw new Error(`downloaded ${m.file} has sha256 ${got}, expected ${m.sha256}: not imported`);

@@ -130,13 +130,15 @@ export class ExtractorPool {
   private free(slot: Slot): void {
     if (slot.users > 0) return;
     slot.users = -1; // released once only
-    slot.ready.then(
-      (e) => {
-        this.released++;
-        return e.release();
-      },
-      () => {},
-    ).catch(() => {});
+    slot.ready
+      .then(
+        (e) => {
+          this.released++;
+          return e.release();
+        },
+        () => {},
+      )
+      .catch(() => {});
   }
 
   /** Releases every session; ones in use are released when their extraction finishes. */
@@ -149,10 +151,15 @@ export class ExtractorPool {
       slot.retired = true;
       if (slot.users === 0) {
         slot.users = -1;
-        idle.push(slot.ready.then((e) => {
-          this.released++;
-          return e.release();
-        }, () => {}));
+        idle.push(
+          slot.ready.then(
+            (e) => {
+              this.released++;
+              return e.release();
+            },
+            () => {},
+          ),
+        );
       }
     }
     await Promise.all(idle);

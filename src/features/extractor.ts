@@ -78,13 +78,18 @@ export class FeatureExtractor {
     const patchOutputs = sidecar.outputs.filter((o) => o.role === 'patch' && (!settings.layers || settings.layers.includes(o.name)));
     if (settings.layers) {
       const missing = settings.layers.filter((l) => !patchOutputs.some((p) => p.name === l));
-      if (missing.length) throw new BackboneError(`patch layer(s) ${missing.join(', ')} not among the backbone's patch outputs (${sidecar.outputs.filter((o) => o.role === 'patch').map((o) => o.name).join(', ')})`);
+      if (missing.length)
+        throw new BackboneError(
+          `patch layer(s) ${missing.join(', ')} not among the backbone's patch outputs (${sidecar.outputs
+            .filter((o) => o.role === 'patch')
+            .map((o) => o.name)
+            .join(', ')})`,
+        );
     }
     patchOutputs.sort((a, b) => a.stride - b.stride);
     const semantic = sidecar.outputs.find((o) => o.role === 'semantic')!;
     appendPatchHead(model, { patchOutputs, semanticOutput: semantic.name, preDim: settings.preDim, dim: settings.dim }, [1, 3, settings.height, settings.width]);
-    const misfit = (e: unknown) =>
-      new BackboneError(`backbone "${sidecar.id}" does not fit its sidecar at ${settings.width}x${settings.height} (a test forward pass failed): ${(e as Error).message}`);
+    const misfit = (e: unknown) => new BackboneError(`backbone "${sidecar.id}" does not fit its sidecar at ${settings.width}x${settings.height} (a test forward pass failed): ${(e as Error).message}`);
     let session: ort.InferenceSession;
     try {
       session = await createSession(encodeModel(model), opts.provider ?? 'cpu', opts.threads);
@@ -109,7 +114,9 @@ export class FeatureExtractor {
       throw new BackboneError(`patch head produced shape [${patches.dims}], expected [P, ${settings.dim}]`);
     }
     if (patches.dims[0] !== gh * gw) {
-      throw new BackboneError(`backbone "${sidecar.id}": patch layer "${patchOutputs[0].name}" gave ${patches.dims[0]} cells, but stride ${stride} at ${settings.width}x${settings.height} means ${gw}x${gh}=${gw * gh}; fix "stride" in the sidecar`);
+      throw new BackboneError(
+        `backbone "${sidecar.id}": patch layer "${patchOutputs[0].name}" gave ${patches.dims[0]} cells, but stride ${stride} at ${settings.width}x${settings.height} means ${gw}x${gh}=${gw * gh}; fix "stride" in the sidecar`,
+      );
     }
     if (sem.dims[1] !== semantic.channels) {
       throw new BackboneError(`backbone "${sidecar.id}": semantic output "${semantic.name}" has ${sem.dims[1]} channels, the sidecar says ${semantic.channels}`);

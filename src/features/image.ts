@@ -76,7 +76,9 @@ function bmpLayout(buf: Uint8Array, maxPixels: number): BmpLayout {
     palette = new Uint8Array(256 * 3);
     for (let i = 0; i < n; i++) {
       const p = tableStart + 4 * i;
-      palette[3 * i] = buf[p + 2]; palette[3 * i + 1] = buf[p + 1]; palette[3 * i + 2] = buf[p];
+      palette[3 * i] = buf[p + 2];
+      palette[3 * i + 1] = buf[p + 1];
+      palette[3 * i + 2] = buf[p];
     }
   }
   if (dataOffset < tableStart) throw bad(`pixel data offset ${dataOffset} lies inside the headers`);
@@ -95,11 +97,15 @@ export function decodeBmp(buf: Uint8Array, limits: DecodeLimits = {}): RgbImage 
     if (palette) {
       for (let x = 0; x < width; x++, o += 3) {
         const c = 3 * buf[src + x];
-        out[o] = palette[c]; out[o + 1] = palette[c + 1]; out[o + 2] = palette[c + 2];
+        out[o] = palette[c];
+        out[o + 1] = palette[c + 1];
+        out[o + 2] = palette[c + 2];
       }
     } else {
       for (let x = 0, p = src; x < width; x++, o += 3, p += step) {
-        out[o] = buf[p + 2]; out[o + 1] = buf[p + 1]; out[o + 2] = buf[p];
+        out[o] = buf[p + 2];
+        out[o + 1] = buf[p + 1];
+        out[o + 2] = buf[p];
       }
     }
   }
@@ -202,7 +208,14 @@ export function fitGeometry(srcW: number, srcH: number, dstW: number, dstH: numb
 }
 
 /** Resize an RGB (or 1-channel) raw image with libvips into the network input geometry. */
-export async function fitImage(img: RgbImage, dstW: number, dstH: number, fit: FitMode, channels: 1 | 3 = 3, kernel: 'linear' | 'nearest' = 'linear'): Promise<{ data: Uint8Array; geometry: Geometry }> {
+export async function fitImage(
+  img: RgbImage,
+  dstW: number,
+  dstH: number,
+  fit: FitMode,
+  channels: 1 | 3 = 3,
+  kernel: 'linear' | 'nearest' = 'linear',
+): Promise<{ data: Uint8Array; geometry: Geometry }> {
   const geometry = fitGeometry(img.width, img.height, dstW, dstH, fit);
   let pipeline = sharp(img.data, { raw: { width: img.width, height: img.height, channels } }).resize(geometry.scaledWidth, geometry.scaledHeight, {
     fit: 'fill',
@@ -211,7 +224,8 @@ export async function fitImage(img: RgbImage, dstW: number, dstH: number, fit: F
   // libvips turns a 1-band raw input into sRGB on output unless told to keep one band.
   if (channels === 1) pipeline = pipeline.extractChannel(0);
   const resized = await pipeline.raw().toBuffer();
-  if (resized.length !== geometry.scaledWidth * geometry.scaledHeight * channels) throw new Error(`resize produced ${resized.length} bytes, expected ${geometry.scaledWidth * geometry.scaledHeight * channels}`);
+  if (resized.length !== geometry.scaledWidth * geometry.scaledHeight * channels)
+    throw new Error(`resize produced ${resized.length} bytes, expected ${geometry.scaledWidth * geometry.scaledHeight * channels}`);
   const out = new Uint8Array(dstW * dstH * channels);
   const { offsetX, offsetY, scaledWidth: sw, scaledHeight: sh } = geometry;
   for (let y = 0; y < dstH; y++) {
@@ -229,8 +243,12 @@ export async function fitImage(img: RgbImage, dstW: number, dstH: number, fit: F
 export function toTensorData(rgb: Uint8Array, width: number, height: number, scale: number[], offset: number[], out?: Float32Array): Float32Array {
   const plane = width * height;
   const x = out ?? new Float32Array(3 * plane);
-  const s0 = scale[0], s1 = scale[1], s2 = scale[2];
-  const o0 = offset[0], o1 = offset[1], o2 = offset[2];
+  const s0 = scale[0],
+    s1 = scale[1],
+    s2 = scale[2];
+  const o0 = offset[0],
+    o1 = offset[1],
+    o2 = offset[2];
   for (let i = 0, p = 0; i < plane; i++, p += 3) {
     x[i] = rgb[p] * s0 + o0;
     x[plane + i] = rgb[p + 1] * s1 + o1;

@@ -47,7 +47,11 @@ export function importFallbackBackbone(outDir: string): { sidecar: Sidecar; onnx
   const retrained = convLayers.filter((n) => trainable[n]);
   if (retrained.length) throw new Error(`nsfwjs model has trainable layers inside block_10 (${retrained.slice(0, 3).join(', ')}…): its ImageNet features cannot be trusted`);
   const weights = decodeWeights(model.weightsManifest, shards);
-  const conv = convertKeras(model, weights, FALLBACK_TAPS.map((t) => ({ layer: t.layer, name: t.name, pool: t.pool })));
+  const conv = convertKeras(
+    model,
+    weights,
+    FALLBACK_TAPS.map((t) => ({ layer: t.layer, name: t.name, pool: t.pool })),
+  );
   mkdirSync(outDir, { recursive: true });
   const onnxPath = resolve(outDir, 'backbone.onnx');
   writeFileAtomic(onnxPath, conv.onnx);
@@ -57,9 +61,17 @@ export function importFallbackBackbone(outDir: string): { sidecar: Sidecar; onnx
     onnx: 'backbone.onnx',
     onnx_sha256: sha256(conv.onnx),
     source: { file: `nsfwjs@${NSFWJS_VERSION}/dist/models/mobilenet_v2`, sha256: sha256(shards), kind: 'tfjs-layers' },
-    input: { name: conv.inputName, layout: 'NCHW', color: 'RGB', height: conv.inputSize.height, width: conv.inputSize.width, dynamic_size: true, pixel: { scale: [1 / 255, 1 / 255, 1 / 255], offset: [0, 0, 0] } },
+    input: {
+      name: conv.inputName,
+      layout: 'NCHW',
+      color: 'RGB',
+      height: conv.inputSize.height,
+      width: conv.inputSize.width,
+      dynamic_size: true,
+      pixel: { scale: [1 / 255, 1 / 255, 1 / 255], offset: [0, 0, 0] },
+    },
     outputs: FALLBACK_TAPS.map((t) => ({ name: t.name, role: t.role, stride: t.stride, channels: conv.channels[t.name], source: t.layer })),
   };
-  writeFileAtomic(resolve(outDir, 'backbone.json'), new TextEncoder().encode(JSON.stringify(sidecar, null, 2) + '\n'));
+  writeFileAtomic(resolve(outDir, 'backbone.json'), new TextEncoder().encode(`${JSON.stringify(sidecar, null, 2)}\n`));
   return { sidecar, onnxPath, layerCounts: conv.layerCounts };
 }

@@ -38,6 +38,6 @@ export function importTflite(file: string, outDir: string, id?: string): ImportR
     outputs: conv.outputs,
   };
   const sidecarPath = resolve(outDir, 'backbone.json');
-  writeFileAtomic(sidecarPath, new TextEncoder().encode(JSON.stringify(sidecar, null, 2) + '\n'));
+  writeFileAtomic(sidecarPath, new TextEncoder().encode(`${JSON.stringify(sidecar, null, 2)}\n`));
   return { sidecar, sidecarPath, onnxPath, opCounts: conv.opCounts };
 }

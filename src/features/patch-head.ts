@@ -62,7 +62,11 @@ export const HEAD_SEMANTIC = 'hce_semantic';
 export function appendPatchHead(model: onnxProto.onnx.IModelProto, spec: HeadSpec, inputDims: [number, number, number, number]): void {
   const graph = model.graph!;
   const g = new GraphBuilder('hce_');
-  const mats = foldedProjections(spec.patchOutputs.map((p) => p.channels), spec.preDim, spec.dim);
+  const mats = foldedProjections(
+    spec.patchOutputs.map((p) => p.channels),
+    spec.preDim,
+    spec.dim,
+  );
   const first = spec.patchOutputs[0].name;
   const shape0 = g.op('Shape', [first]);
   const grid = g.op('Slice', [shape0, g.constInt64('s', [2]), g.constInt64('e', [4])]);

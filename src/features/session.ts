@@ -18,7 +18,9 @@ export async function createSession(model: Uint8Array, provider: ExecutionProvid
     try {
       return await ort.InferenceSession.create(model, { ...base, executionProviders: [provider, 'cpu'] });
     } catch (e) {
-      warn(`execution provider "${provider}" is not available (${(e as Error).message.split('\n')[0]}); falling back to CPU. The npm package ships CPU kernels only: a GPU box needs a CUDA/TensorRT build of onnxruntime-node.`);
+      warn(
+        `execution provider "${provider}" is not available (${(e as Error).message.split('\n')[0]}); falling back to CPU. The npm package ships CPU kernels only: a GPU box needs a CUDA/TensorRT build of onnxruntime-node.`,
+      );
     }
   }
   return ort.InferenceSession.create(model, { ...base, executionProviders: ['cpu'] });

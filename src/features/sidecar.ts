@@ -60,8 +60,7 @@ export function validateSidecar(raw: unknown, file: string): Sidecar {
   need(Number.isInteger(s.input.height) && s.input.height > 0, file, '"input.height" must be a positive integer');
   need(Number.isInteger(s.input.width) && s.input.width > 0, file, '"input.width" must be a positive integer');
   const px = s.input.pixel;
-  need(px && Array.isArray(px.scale) && px.scale.length === 3 && Array.isArray(px.offset) && px.offset.length === 3, file,
-    '"input.pixel" needs "scale" and "offset" arrays of 3 numbers');
+  need(px && Array.isArray(px.scale) && px.scale.length === 3 && Array.isArray(px.offset) && px.offset.length === 3, file, '"input.pixel" needs "scale" and "offset" arrays of 3 numbers');
   need(Array.isArray(s.outputs), file, '"outputs" must be an array');
   const patches = s.outputs.filter((o) => o.role === 'patch');
   need(patches.length >= 1, file, 'at least one output must have role "patch"');
@@ -87,8 +86,7 @@ export function loadSidecar(pathOrDir: string): LoadedSidecar {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new SidecarError(`cannot read backbone sidecar ${file}: ${(e as Error).message}. ` +
-      'Point --backbone at a directory made by "hiercore-edge model import" or deploy/export_backbone.py.');
+    throw new SidecarError(`cannot read backbone sidecar ${file}: ${(e as Error).message}. ` + 'Point --backbone at a directory made by "hiercore-edge model import" or deploy/export_backbone.py.');
   }
   let raw: unknown;
   try {

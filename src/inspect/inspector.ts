@@ -81,15 +81,21 @@ export class Inspector {
         const settings: FeatureSettings = { width: c.info.features.width, height: c.info.features.height, fit: c.info.features.fit, preDim: h.scoring.pre_dim, dim: h.scoring.dim };
         const ex = await pool.get(settings);
         if (ex.modelSha256 !== h.backbone.onnx_sha256) {
-          throw new BundleFileError(`bundle was calibrated with backbone "${h.backbone.id}" (${h.backbone.onnx_sha256.slice(0, 12)}…), but ${backboneDir} holds "${ex.sidecar.id}" (${ex.modelSha256.slice(0, 12)}…): recalibrate, or point to the backbone it was made with`);
+          throw new BundleFileError(
+            `bundle was calibrated with backbone "${h.backbone.id}" (${h.backbone.onnx_sha256.slice(0, 12)}…), but ${backboneDir} holds "${ex.sidecar.id}" (${ex.modelSha256.slice(0, 12)}…): recalibrate, or point to the backbone it was made with`,
+          );
         }
         if (ex.semanticDim !== h.semantic_dim) throw new BundleFileError(`bundle semantic_dim ${h.semantic_dim} does not match the backbone's ${ex.semanticDim}`);
         const b = c.bank;
-        if (b.header.features.grid[0] !== ex.gridHeight || b.header.features.grid[1] !== ex.gridWidth) throw new BundleFileError(`cluster ${c.info.name}: bank grid ${b.header.features.grid} does not match the backbone's ${ex.gridHeight}x${ex.gridWidth}`);
+        if (b.header.features.grid[0] !== ex.gridHeight || b.header.features.grid[1] !== ex.gridWidth)
+          throw new BundleFileError(`cluster ${c.info.name}: bank grid ${b.header.features.grid} does not match the backbone's ${ex.gridHeight}x${ex.gridWidth}`);
         const scorer = await PatchScorer.create(b.vectors, b.header.count, b.header.dim, scorerOptionsFor(ex, scoring));
         loaded.push({ info: c.info, settings, scorer, types: h.defect_types?.clusters.find((t) => t.cluster === c.info.name) ?? null });
       }
-      const router = new Router(bundle.clusters.map((c) => ({ keys: c.keys, count: c.info.keys.count, limit: c.info.routing_limit })), h.semantic_dim);
+      const router = new Router(
+        bundle.clusters.map((c) => ({ keys: c.keys, count: c.info.keys.count, limit: c.info.routing_limit })),
+        h.semantic_dim,
+      );
       return new Inspector(bundle, pool, router, loaded);
     } catch (e) {
       for (const l of loaded) await l.scorer.release();
@@ -120,7 +126,22 @@ export class Inspector {
     const routeInfo = { nearest: nearest.info.name, nearest_id: route.nearest, distance: route.distance, limit: route.limit, margin: route.margin };
     const target = cluster ?? route.cluster;
     if (target === null) {
-      return { verdict: 'UNKNOWN', cluster: null, cluster_id: null, score: null, normalised_score: null, threshold: null, route: routeInfo, heatmap: null, fitted: f.fitted, geometry: f.geometry, input: { width: rs.width, height: rs.height }, timings_ms: timings, regions: null, region_boxes: [] };
+      return {
+        verdict: 'UNKNOWN',
+        cluster: null,
+        cluster_id: null,
+        score: null,
+        normalised_score: null,
+        threshold: null,
+        route: routeInfo,
+        heatmap: null,
+        fitted: f.fitted,
+        geometry: f.geometry,
+        input: { width: rs.width, height: rs.height },
+        timings_ms: timings,
+        regions: null,
+        region_boxes: [],
+      };
     }
     const c = this.clusters[target];
     if (!c) throw new Error(`cluster ${target} is not in this bundle (it has ${this.clusters.length})`);
@@ -159,7 +180,13 @@ export class Inspector {
   }
 
   /** MEBin regions of an NG map, in frame pixels; typed against the cluster's defect types if any. */
-  private regionsOf(c: LoadedCluster, heatmap: Float32Array, f: { patches: Float32Array; geometry: Geometry }, img: RgbImage, grid: { width: number; height: number }): { regions: Region[]; boxes: Box[] } {
+  private regionsOf(
+    c: LoadedCluster,
+    heatmap: Float32Array,
+    f: { patches: Float32Array; geometry: Geometry },
+    img: RgbImage,
+    grid: { width: number; height: number },
+  ): { regions: Region[]; boxes: Box[] } {
     const input = { width: c.settings.width, height: c.settings.height };
     const stats = { threshold: c.info.threshold, p50: c.info.statistics.nominal.p50 };
     const fr = findRegions(heatmap, input, f.geometry, img, stats);

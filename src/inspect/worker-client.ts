@@ -14,7 +14,10 @@ export class InferenceWorker {
   onExit: (code: number) => void = () => {};
   lastError = '';
 
-  private constructor(private readonly worker: Worker, public bundle: BundleSummary) {
+  private constructor(
+    private readonly worker: Worker,
+    public bundle: BundleSummary,
+  ) {
     worker.on('message', (m: FromWorker) => {
       this.lastAnswer = Date.now();
       if (m.type === 'result' || m.type === 'failed' || m.type === 'reloaded' || m.type === 'pong') {

@@ -30,7 +30,10 @@ export class WorkerSupervisor {
   wedged = false;
   restarts = 0;
 
-  private constructor(private init: WorkerInit, private readonly o: SupervisorOptions) {}
+  private constructor(
+    private init: WorkerInit,
+    private readonly o: SupervisorOptions,
+  ) {}
 
   static async start(init: WorkerInit, o: SupervisorOptions): Promise<WorkerSupervisor> {
     const s = new WorkerSupervisor(init, o);
@@ -47,7 +50,7 @@ export class WorkerSupervisor {
   /** Answered recently, or busy with a request that is still within its limit. */
   get alive(): boolean {
     const w = this.worker;
-    if (!w || !w.isRunning || this.wedged) return false;
+    if (!w?.isRunning || this.wedged) return false;
     return Date.now() - w.lastAnswer <= this.limitMs();
   }
 

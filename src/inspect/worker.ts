@@ -15,7 +15,13 @@ const send = (m: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(m
 
 function summary(path: string, insp: Inspector): BundleSummary {
   const h = insp.bundle.header;
-  return { bundle_id: h.bundle_id, created_at: h.created_at, path, scoring: h.scoring, clusters: h.clusters.map((c) => ({ id: c.id, name: c.name, threshold: c.threshold, routing_limit: c.routing_limit, size: c.members.length })) };
+  return {
+    bundle_id: h.bundle_id,
+    created_at: h.created_at,
+    path,
+    scoring: h.scoring,
+    clusters: h.clusters.map((c) => ({ id: c.id, name: c.name, threshold: c.threshold, routing_limit: c.routing_limit, size: c.members.length })),
+  };
 }
 
 async function load(path: string): Promise<Inspector> {

@@ -58,10 +58,7 @@ interface Reply {
   sender: string;
 }
 
-export type CommandDecision =
-  | ({ kind: 'run'; name: CommandName; body: Record<string, unknown> } & Reply)
-  | ({ kind: 'reject'; name: string; error: string } & Reply)
-  | { kind: 'ignore'; why: string };
+export type CommandDecision = ({ kind: 'run'; name: CommandName; body: Record<string, unknown> } & Reply) | ({ kind: 'reject'; name: string; error: string } & Reply) | { kind: 'ignore'; why: string };
 
 export type Authorization = { ok: true } | { ok: false; error: string };
 
@@ -102,7 +99,7 @@ export function sanitizeRequestId(v: unknown): { ok: true; id: RequestId } | { o
 }
 
 function userProperty(props: unknown, key: string): { value?: string; repeated: boolean } {
-  if (!props || typeof props !== 'object' || !Object.prototype.hasOwnProperty.call(props, key)) return { repeated: false };
+  if (!props || typeof props !== 'object' || !Object.hasOwn(props, key)) return { repeated: false };
   const v = (props as Record<string, unknown>)[key];
   if (typeof v === 'string') return { value: v, repeated: false };
   if (Array.isArray(v)) return { value: typeof v[0] === 'string' ? v[0] : undefined, repeated: v.length > 1 };
@@ -125,7 +122,11 @@ export function authorize(name: string, userProperties: unknown, policy: Command
   if (!STATE_CHANGING.has(name)) return { ok: true };
   if (!policy.control) return { ok: false, error: `"${name}" changes the station's state and is disabled here (commands.control is false)` };
   if (!policy.token) return { ok: true };
-  if (protocolVersion !== 5) return { ok: false, error: `"${name}" needs the MQTT 5 user property "token" (commands.token is set), which MQTT 3.1.1 cannot carry: impossible on this connection (set mqtt.protocol_version to 5)` };
+  if (protocolVersion !== 5)
+    return {
+      ok: false,
+      error: `"${name}" needs the MQTT 5 user property "token" (commands.token is set), which MQTT 3.1.1 cannot carry: impossible on this connection (set mqtt.protocol_version to 5)`,
+    };
   const t = userProperty(userProperties, 'token');
   if (t.repeated) return { ok: false, error: `"${name}": user property "token" given more than once` };
   if (t.value === undefined) return { ok: false, error: `"${name}" needs the MQTT 5 user property "token" (commands.token is set)` };
@@ -146,7 +147,8 @@ export function parseBody(payload: Uint8Array, maxBytes: number): Body {
   } catch {
     return { ok: false, error: 'payload is not JSON (send a JSON object, e.g. {}, or an empty payload)' };
   }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return { ok: false, error: `payload is ${v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`}, not a JSON object (send {} or an empty payload)` };
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    return { ok: false, error: `payload is ${v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`}, not a JSON object (send {} or an empty payload)` };
   return { ok: true, body: v as Record<string, unknown> };
 }
 
@@ -155,7 +157,8 @@ function argumentProblem(name: CommandName, body: Record<string, unknown>): stri
   if (name !== 'reload') return null;
   const b = body.bundle;
   if (b === undefined || b === null) return null;
-  if (typeof b !== 'string' || !BUNDLE_NAME.test(b)) return `reload: "bundle" must be a bundle file name in the bundle folder (letters, digits, . _ -, at most 128, no path), e.g. "line3-2026-12-01.hcebundle"`;
+  if (typeof b !== 'string' || !BUNDLE_NAME.test(b))
+    return `reload: "bundle" must be a bundle file name in the bundle folder (letters, digits, . _ -, at most 128, no path), e.g. "line3-2026-12-01.hcebundle"`;
   return null;
 }
 
@@ -186,7 +189,16 @@ export function parseCommand(msg: CommandMessage, ctx: CommandContext): CommandD
   const props = msg.properties && typeof msg.properties === 'object' ? msg.properties : {};
   const sender = senderOf(props.userProperties);
   const fallback = defaultResponseTopic(ctx.base, name);
-  const reject = (error: string, partial: Partial<Reply> = {}): CommandDecision => ({ kind: 'reject', name, error, responseTopic: fallback, requestId: null, correlationData: undefined, sender, ...partial });
+  const reject = (error: string, partial: Partial<Reply> = {}): CommandDecision => ({
+    kind: 'reject',
+    name,
+    error,
+    responseTopic: fallback,
+    requestId: null,
+    correlationData: undefined,
+    sender,
+    ...partial,
+  });
 
   const corr = correlationOf(props.correlationData);
   if (!corr.ok) return reject(corr.error);

@@ -91,7 +91,10 @@ export class MqttPublisher {
   private readonly repeats = new Map<string, { last: number; count: number }>();
   readonly clientId: string;
 
-  constructor(private readonly s: MqttSettings, private readonly ev: PublisherEvents) {
+  constructor(
+    private readonly s: MqttSettings,
+    private readonly ev: PublisherEvents,
+  ) {
     this.topics = topics(s.prefix, s.station);
     // A fixed default would make two daemons of one station take each other's session over forever.
     this.clientId = s.client_id || `hiercore-edge-${s.station}-${randomBytes(4).toString('hex')}`;
@@ -223,7 +226,11 @@ export class MqttPublisher {
   private onDisconnect(p: IDisconnectPacket): void {
     this.lastDisconnectReason = p.reasonCode ?? null;
     if (p.reasonCode === TAKEOVER) {
-      this.logRepeated('error', 'takeover', `MQTT session taken over: another client connected to ${this.s.url} with the same client id "${this.clientId}" (two daemons for one station? give each its own mqtt.client_id, or leave it empty for a unique one)`);
+      this.logRepeated(
+        'error',
+        'takeover',
+        `MQTT session taken over: another client connected to ${this.s.url} with the same client id "${this.clientId}" (two daemons for one station? give each its own mqtt.client_id, or leave it empty for a unique one)`,
+      );
     } else {
       this.ev.log('warn', `MQTT broker ${this.s.url} disconnected us: reason 0x${(p.reasonCode ?? 0).toString(16)}${p.properties?.reasonString ? ` (${p.properties.reasonString})` : ''}`);
     }
@@ -243,9 +250,7 @@ export class MqttPublisher {
 
   private describe(e: Error): string {
     const code = (e as { code?: unknown }).code;
-    return typeof code === 'number' && AUTH_CODES.has(code)
-      ? `MQTT broker ${this.s.url} refused the login (${e.message}): check mqtt.username / mqtt.password`
-      : `MQTT error: ${e.message}`;
+    return typeof code === 'number' && AUTH_CODES.has(code) ? `MQTT broker ${this.s.url} refused the login (${e.message}): check mqtt.username / mqtt.password` : `MQTT error: ${e.message}`;
   }
 
   /** The reconnect loop repeats the same failure every second: log it at once, then once a minute with a count. */
@@ -314,7 +319,12 @@ export class MqttPublisher {
     const rid = d.requestId === null ? '' : ` request ${forLog(d.requestId, 128)}`;
     this.ev.log('info', `command ${d.name}${rid} (sender ${d.sender}): ${verb}${outcome.ok ? '' : `: ${forLog(outcome.error, 300)}`}`);
     const properties = this.s.protocol_version === 5 ? { correlationData: d.correlationData, contentType: 'application/json' } : undefined;
-    this.client.publish(d.responseTopic, json, { qos: 1, properties }, (err) => err && this.ev.log('warn', `response to ${d.name} on ${forLog(d.responseTopic)} not delivered: ${forLog(err.message)}`));
+    this.client.publish(
+      d.responseTopic,
+      json,
+      { qos: 1, properties },
+      (err) => err && this.ev.log('warn', `response to ${d.name} on ${forLog(d.responseTopic)} not delivered: ${forLog(err.message)}`),
+    );
   }
 
   /**
@@ -404,7 +414,8 @@ export class MqttPublisher {
 
   private async endClient(until: number): Promise<void> {
     const c = this.client;
-    if (this.connected) await Promise.race([new Promise<void>((r) => c.publish(this.topics.status, 'offline', { qos: 1, retain: true }, () => r())), sleep(Math.max(100, Math.min(500, until - Date.now())))]);
+    if (this.connected)
+      await Promise.race([new Promise<void>((r) => c.publish(this.topics.status, 'offline', { qos: 1, retain: true }, () => r())), sleep(Math.max(100, Math.min(500, until - Date.now())))]);
     // end(false) waits for every unacknowledged packet, and a second end() is a no-op while the first
     // is pending: with a frozen broker only destroying the socket ends it (the verdicts are queued).
     const ended = new Promise<void>((r) => c.end(Object.keys(c.outgoing).length > 0, {}, () => r()));

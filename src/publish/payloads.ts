@@ -97,7 +97,17 @@ const iso = (ms: number) => new Date(ms).toISOString();
 
 function latencies(x: InspectedFrame): Record<string, number> {
   const t = x.result.timings_ms;
-  const l: Record<string, number> = { queue: x.startedAt - x.frame.capturedAt, inference: x.inferenceMs, preprocess: t.preprocess, backbone: t.backbone, route: t.route, knn: t.knn, heatmap: t.heatmap, regions: t.regions, capture_to_verdict: x.finishedAt - x.frame.capturedAt };
+  const l: Record<string, number> = {
+    queue: x.startedAt - x.frame.capturedAt,
+    inference: x.inferenceMs,
+    preprocess: t.preprocess,
+    backbone: t.backbone,
+    route: t.route,
+    knn: t.knn,
+    heatmap: t.heatmap,
+    regions: t.regions,
+    capture_to_verdict: x.finishedAt - x.frame.capturedAt,
+  };
   if (x.triggeredAt !== undefined) l.trigger_to_verdict = x.finishedAt - x.triggeredAt;
   return Object.fromEntries(Object.entries(l).map(([k, v]) => [k, Number(v.toFixed(2))]));
 }
@@ -130,7 +140,12 @@ export function verdictPayload(ctx: VerdictContext, x: InspectedFrame): VerdictP
 }
 
 /** The explicit answer to a trigger that got no frame: the PLC is never left waiting. */
-export function noFramePayload(ctx: Omit<VerdictContext, 'bundle'> & { bundle: VerdictContext['bundle'] | null }, t: { partId: string | null; at: number; seq: number }, reason: NoFrameReason, now: number): VerdictPayload {
+export function noFramePayload(
+  ctx: Omit<VerdictContext, 'bundle'> & { bundle: VerdictContext['bundle'] | null },
+  t: { partId: string | null; at: number; seq: number },
+  reason: NoFrameReason,
+  now: number,
+): VerdictPayload {
   return {
     schema: VERDICT_SCHEMA,
     frame_id: `${ctx.runId}/trigger-${t.seq}`,

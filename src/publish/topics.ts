@@ -38,15 +38,12 @@ export function topics(prefix: string, station: string) {
 
 export type Topics = ReturnType<typeof topics>;
 
-
 /** Longest part id kept; a longer one is refused, not cut: a cut id could name a different part. */
 export const PART_ID_MAX = 64;
 /** Default bound on trigger and command payloads (`commands.max_bytes`). */
 export const DEFAULT_MAX_BYTES = 65536;
 
-export type TriggerDecision =
-  | { kind: 'trigger'; partId: string | null; refused?: string }
-  | { kind: 'ignore'; why: string };
+export type TriggerDecision = { kind: 'trigger'; partId: string | null; refused?: string } | { kind: 'ignore'; why: string };
 
 /**
  * A trigger message: retained ones are replays (a PLC trigger from last week would inspect a part now)

@@ -122,7 +122,10 @@ export function encodeRecord(seq: number, frameId: string, payload: Buffer): Buf
   out.writeUInt32LE(payload.length, 20);
   id.copy(out, HEAD);
   payload.copy(out, HEAD + id.length);
-  createHash('sha256').update(out.subarray(0, out.length - SUM)).digest().copy(out, out.length - SUM);
+  createHash('sha256')
+    .update(out.subarray(0, out.length - SUM))
+    .digest()
+    .copy(out, out.length - SUM);
   return out;
 }
 
@@ -133,7 +136,9 @@ export function decodeRecord(buf: Buffer, seq: number): VerdictRecord {
   const idLen = buf.readUInt32LE(16);
   const payLen = buf.readUInt32LE(20);
   if (HEAD + idLen + payLen + SUM !== buf.length) throw new Error(`truncated: ${buf.length} bytes, header says ${HEAD + idLen + payLen + SUM}`);
-  const sum = createHash('sha256').update(buf.subarray(0, buf.length - SUM)).digest();
+  const sum = createHash('sha256')
+    .update(buf.subarray(0, buf.length - SUM))
+    .digest();
   if (!sum.equals(buf.subarray(buf.length - SUM))) throw new Error('checksum mismatch');
   if (Number(buf.readBigUInt64LE(8)) !== seq) throw new Error(`holds sequence ${buf.readBigUInt64LE(8)}, named ${seq}`);
   return { seq, frameId: buf.subarray(HEAD, HEAD + idLen).toString(), payload: buf.subarray(HEAD + idLen, HEAD + idLen + payLen) };
@@ -216,7 +221,15 @@ export class VerdictQueue {
     return this.persistent;
   }
   get stats(): QueueStats {
-    return { depth: this.depth, bytes: this.totalBytes, dropped: this.droppedCount, corrupt: this.corruptCount, onDisk: this.onDiskCount, memoryOnly: this.depth - this.onDiskCount, storeError: this.error };
+    return {
+      depth: this.depth,
+      bytes: this.totalBytes,
+      dropped: this.droppedCount,
+      corrupt: this.corruptCount,
+      onDisk: this.onDiskCount,
+      memoryOnly: this.depth - this.onDiskCount,
+      storeError: this.error,
+    };
   }
 
   /** Sequence numbers still queued, oldest first. */
@@ -265,7 +278,10 @@ export class VerdictQueue {
     await this.bounded(new Promise<void>((r) => (this.writing === 0 ? r() : this.idleWaiters.push(r))), timeoutMs);
     const left = { onDisk: this.onDiskCount, memoryOnly: this.depth - this.onDiskCount };
     if (this.persistent) {
-      await this.bounded(this.fs.unlink(this.lockPath).catch(() => {}), 500);
+      await this.bounded(
+        this.fs.unlink(this.lockPath).catch(() => {}),
+        500,
+      );
       HELD_LOCKS.delete(this.lockPath);
       this.persistent = false;
     }
@@ -353,7 +369,8 @@ export class VerdictQueue {
     });
     this.nextSeq = Math.max(0, ...found.slice(-1)) + 1;
     await this.quarantine(bad);
-    if (this.recs.size) this.o.log('info', `verdict queue ${this.o.dir}: ${this.recs.size} verdict(s) (${(this.totalBytes / 2 ** 20).toFixed(1)} MB) waiting from before, read in ${Date.now() - t0} ms`);
+    if (this.recs.size)
+      this.o.log('info', `verdict queue ${this.o.dir}: ${this.recs.size} verdict(s) (${(this.totalBytes / 2 ** 20).toFixed(1)} MB) waiting from before, read in ${Date.now() - t0} ms`);
     this.enforceBounds();
   }
 
@@ -396,11 +413,17 @@ export class VerdictQueue {
     let moved = 0;
     await this.fs.mkdir(dir).catch(() => {});
     for (const b of bad) {
-      const ok = await this.fs.rename(join(this.vdir, b.name), join(dir, `${stamp}-${b.name}`)).then(() => true, () => false);
+      const ok = await this.fs.rename(join(this.vdir, b.name), join(dir, `${stamp}-${b.name}`)).then(
+        () => true,
+        () => false,
+      );
       if (ok) moved++;
     }
     this.corruptCount += bad.length;
-    const sample = bad.slice(0, 3).map((b) => `${b.name}: ${b.why}`).join('; ');
+    const sample = bad
+      .slice(0, 3)
+      .map((b) => `${b.name}: ${b.why}`)
+      .join('; ');
     this.o.log('warn', `verdict queue ${this.vdir}: ${bad.length} damaged or unknown file(s) NOT sent, ${moved} moved to ${dir} for inspection (${sample}${bad.length > 3 ? '; …' : ''})`);
   }
 
@@ -473,7 +496,10 @@ export class VerdictQueue {
 
   private setError(op: 'write' | 'read' | 'delete', e: unknown): void {
     const code = `${op}:${errCode(e)}`;
-    const what = op === 'delete' ? 'acknowledged verdicts cannot be deleted, so they will be sent again after a restart' : 'new verdicts are kept in memory only (same bounds) and still published, but lost if the daemon stops before the broker acknowledges them';
+    const what =
+      op === 'delete'
+        ? 'acknowledged verdicts cannot be deleted, so they will be sent again after a restart'
+        : 'new verdicts are kept in memory only (same bounds) and still published, but lost if the daemon stops before the broker acknowledges them';
     this.error = `cannot ${op} in ${this.vdir} (${errText(e)}): ${what}`;
     if (code !== this.errorCode) this.o.log('error', `verdict store: ${this.error}`);
     this.errorCode = code;

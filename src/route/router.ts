@@ -37,7 +37,10 @@ export function keyDistances(clusters: ClusterKeys[], q: Float32Array, dim: numb
 }
 
 export class Router {
-  constructor(readonly clusters: ClusterKeys[], readonly dim: number) {
+  constructor(
+    readonly clusters: ClusterKeys[],
+    readonly dim: number,
+  ) {
     if (clusters.length === 0) throw new Error('a router needs at least one cluster');
     for (const c of clusters) if (c.keys.length !== c.count * dim) throw new Error(`cluster keys hold ${c.keys.length} values, expected ${c.count}x${dim}`);
   }

@@ -46,7 +46,7 @@ export function toFloat16(v: number): number {
   const exp = (x >>> 23) & 0xff;
   let mant = x & 0x7fffff;
   if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
+  const e = exp - 127 + 15;
   if (e >= 0x1f) return sign | 0x7c00;
   if (e <= 0) {
     if (e < -10) return sign;
@@ -122,10 +122,16 @@ export function readBankFile(path: string): Bank {
 }
 
 /** Refuse a bank built with another backbone or other feature settings. */
-export function assertBankMatches(header: BankHeader, expected: { backboneId: string; onnxSha256: string; width: number; height: number; fit: FitMode; preDim: number; dim: number }, label = 'bank'): void {
+export function assertBankMatches(
+  header: BankHeader,
+  expected: { backboneId: string; onnxSha256: string; width: number; height: number; fit: FitMode; preDim: number; dim: number },
+  label = 'bank',
+): void {
   const f = header.features;
   if (header.backbone.onnx_sha256 !== expected.onnxSha256) {
-    throw new BankFileError(`${label} was built with backbone "${header.backbone.id}" (${header.backbone.onnx_sha256.slice(0, 12)}…), but the loaded backbone is "${expected.backboneId}" (${expected.onnxSha256.slice(0, 12)}…); recalibrate or load the matching backbone`);
+    throw new BankFileError(
+      `${label} was built with backbone "${header.backbone.id}" (${header.backbone.onnx_sha256.slice(0, 12)}…), but the loaded backbone is "${expected.backboneId}" (${expected.onnxSha256.slice(0, 12)}…); recalibrate or load the matching backbone`,
+    );
   }
   const diffs: string[] = [];
   if (f.width !== expected.width || f.height !== expected.height) diffs.push(`input ${f.width}x${f.height} vs ${expected.width}x${expected.height}`);

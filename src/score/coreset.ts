@@ -119,7 +119,11 @@ class KCenter {
   private cellMax: Float64Array;
   private centres: Float32Array[] = [];
 
-  constructor(points: Float32Array, private readonly n: number, private readonly d: number) {
+  constructor(
+    points: Float32Array,
+    private readonly n: number,
+    private readonly d: number,
+  ) {
     this.p = points;
     this.order = Int32Array.from({ length: n }, (_, i) => i);
     this.minD = new Float64Array(n).fill(Infinity);

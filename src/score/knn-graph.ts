@@ -82,7 +82,11 @@ export function buildHeatmapGraph(spec: Omit<KnnGraphSpec, 'bank' | 'm' | 'dim'>
 export function buildMatMulReference(p: number, dim: number, m: number): Uint8Array {
   const g = new GraphBuilder('ref_');
   g.inputs.push({ name: 'a', dims: [p, dim + 1] });
-  g.floatTensor('b', [dim + 1, m], new Float32Array((dim + 1) * m).map((_, i) => ((i * 7919) % 13) / 13));
+  g.floatTensor(
+    'b',
+    [dim + 1, m],
+    new Float32Array((dim + 1) * m).map((_, i) => ((i * 7919) % 13) / 13),
+  );
   g.op('MatMul', ['a', 'b'], {}, 'c');
   g.outputs.push({ name: 'c', dims: [p, m] });
   return g.toModel('matmul_reference');

@@ -18,7 +18,10 @@ export interface ArchiveOptions {
 }
 
 export class ArchiveError extends Error {
-  constructor(message: string, readonly code?: string) {
+  constructor(
+    message: string,
+    readonly code?: string,
+  ) {
     super(message);
   }
 }
@@ -36,7 +39,11 @@ export class NgArchive {
   /** what the constructor found: whole entries (counted in the quota) and removed crash leftovers */
   readonly found: { entries: number; bytes: number; removedTemp: number };
 
-  constructor(readonly dir: string, private readonly quotaBytes: number, opts: ArchiveOptions = {}) {
+  constructor(
+    readonly dir: string,
+    private readonly quotaBytes: number,
+    opts: ArchiveOptions = {},
+  ) {
     this.fs = opts.fs ?? nodeFs;
     this.fs.mkdirSync(dir, { recursive: true, mode: DIR_MODE });
     let removedTemp = 0;
@@ -52,7 +59,10 @@ export class NgArchive {
       }
     }
     this.found = { entries: this.entries.length, bytes: this.used, removedTemp };
-    opts.log?.('info', `archive ${dir}: ${this.entries.length} entries, ${(this.used / 2 ** 20).toFixed(1)} MB of ${(quotaBytes / 2 ** 20).toFixed(1)} MB${removedTemp ? `; removed ${removedTemp} partly written entr${removedTemp === 1 ? 'y' : 'ies'} left by an earlier run` : ''}`);
+    opts.log?.(
+      'info',
+      `archive ${dir}: ${this.entries.length} entries, ${(this.used / 2 ** 20).toFixed(1)} MB of ${(quotaBytes / 2 ** 20).toFixed(1)} MB${removedTemp ? `; removed ${removedTemp} partly written entr${removedTemp === 1 ? 'y' : 'ies'} left by an earlier run` : ''}`,
+    );
     this.enforce();
   }
 

@@ -61,7 +61,11 @@ export class Daemon {
   /** optional outputs beside the JSON topics (Sparkplug B), fed the station's events */
   private readonly extensions: StationEvents[] = [];
 
-  constructor(private readonly cfg: DaemonConfig, private readonly log: Logger, private readonly describeConfig: () => string = () => '') {
+  constructor(
+    private readonly cfg: DaemonConfig,
+    private readonly log: Logger,
+    private readonly describeConfig: () => string = () => '',
+  ) {
     this.notifier = new SystemdNotifier((m) => log('warn', m));
     this.scheduler = new FrameScheduler(
       { mode: cfg.trigger.mode as TriggerMode, maxFps: cfg.trigger.max_fps, windowMs: cfg.trigger.window_ms, triggerQueueMax: cfg.trigger.queue_max, readyMax: READY_MAX },
@@ -117,7 +121,14 @@ export class Daemon {
   private async startWorker(bundle: string): Promise<void> {
     const c = this.cfg;
     this.worker = await WorkerSupervisor.start(
-      { bundle, backbone: resolve(c.backbone), provider: c.runtime.provider as 'cpu', threads: c.runtime.threads, maxBundleBytes: c.bundle_max_mb * 2 ** 20, overrides: { reweight_neighbours: c.scoring.reweight_neighbours, heatmap_sigma: c.scoring.heatmap_sigma } },
+      {
+        bundle,
+        backbone: resolve(c.backbone),
+        provider: c.runtime.provider as 'cpu',
+        threads: c.runtime.threads,
+        maxBundleBytes: c.bundle_max_mb * 2 ** 20,
+        overrides: { reweight_neighbours: c.scoring.reweight_neighbours, heatmap_sigma: c.scoring.heatmap_sigma },
+      },
       {
         heartbeatMs: c.watchdog.heartbeat_s * 1000,
         timeoutMs: c.watchdog.worker_timeout_s * 1000,
@@ -164,9 +175,23 @@ export class Daemon {
     const m = c.mqtt;
     this.mqtt = new MqttPublisher(
       {
-        url, prefix: m.prefix, station: c.station, protocol_version: protocol, client_id: m.client_id, username: m.username, password: m.password, ca: m.ca, cert: m.cert, key: m.key,
-        reject_unauthorized: m.reject_unauthorized, store_dir: resolve(m.store_dir), keepalive_s: m.keepalive_s,
-        queue_max: m.queue_max, queue_max_bytes: m.queue_max_mb * 2 ** 20, queue_fsync: m.queue_fsync, max_packet_bytes: c.commands.max_bytes + 4096,
+        url,
+        prefix: m.prefix,
+        station: c.station,
+        protocol_version: protocol,
+        client_id: m.client_id,
+        username: m.username,
+        password: m.password,
+        ca: m.ca,
+        cert: m.cert,
+        key: m.key,
+        reject_unauthorized: m.reject_unauthorized,
+        store_dir: resolve(m.store_dir),
+        keepalive_s: m.keepalive_s,
+        queue_max: m.queue_max,
+        queue_max_bytes: m.queue_max_mb * 2 ** 20,
+        queue_fsync: m.queue_fsync,
+        max_packet_bytes: c.commands.max_bytes + 4096,
         commands: { control: c.commands.control, token: c.commands.token, maxBytes: c.commands.max_bytes },
       },
       {
@@ -236,16 +261,34 @@ export class Daemon {
 
   private facts(): HealthFacts {
     return {
-      now: Date.now(), ready: this.ready, stopping: this.stopping, camera: this.camera.state, mqttConnected: this.mqtt?.isConnected === true,
-      workerAlive: this.worker?.alive === true, storeError: this.mqtt?.queue.storeError ?? null, paused: this.scheduler.isPaused,
-      mode: this.cfg.trigger.mode as TriggerMode, lastInspected: this.lastInspected, startedAt: this.startedAt, stallMs: this.cfg.watchdog.stall_s * 1000,
+      now: Date.now(),
+      ready: this.ready,
+      stopping: this.stopping,
+      camera: this.camera.state,
+      mqttConnected: this.mqtt?.isConnected === true,
+      workerAlive: this.worker?.alive === true,
+      storeError: this.mqtt?.queue.storeError ?? null,
+      paused: this.scheduler.isPaused,
+      mode: this.cfg.trigger.mode as TriggerMode,
+      lastInspected: this.lastInspected,
+      startedAt: this.startedAt,
+      stallMs: this.cfg.watchdog.stall_s * 1000,
     };
   }
 
   private health() {
     const f = this.facts();
     const h = assessHealth(f);
-    const detail = { reasons: h.reasons, ready: f.ready, camera: f.camera, mqtt: f.mqttConnected, worker: f.workerAlive, store_error: f.storeError, seconds_since_inspection: Number(((f.now - (f.lastInspected || f.startedAt)) / 1000).toFixed(1)), paused: f.paused };
+    const detail = {
+      reasons: h.reasons,
+      ready: f.ready,
+      camera: f.camera,
+      mqtt: f.mqttConnected,
+      worker: f.workerAlive,
+      store_error: f.storeError,
+      seconds_since_inspection: Number(((f.now - (f.lastInspected || f.startedAt)) / 1000).toFixed(1)),
+      paused: f.paused,
+    };
     return { ok: h.ok, detail };
   }
 
@@ -322,7 +365,7 @@ export class Daemon {
     const startedAt = Date.now();
     const c = this.cfg;
     const snapshot = Boolean(job.snapshot);
-    let r;
+    let r: Awaited<ReturnType<WorkerSupervisor['inspect']>>;
     try {
       r = await this.worker!.inspect(job.frame, { heatmap: c.mqtt.heatmap || !!this.archive || snapshot, image: snapshot ? 'always' : c.mqtt.ng_image || this.archive ? 'not-ok' : 'never' });
     } catch (e) {
@@ -334,8 +377,15 @@ export class Daemon {
       return;
     }
     const payload = verdictPayload(this.verdictContext(), {
-      frame: job.frame, partId: job.trigger?.partId ?? null, triggeredAt: job.trigger?.at, startedAt, finishedAt: Date.now(), result: r.result, inferenceMs: r.ms,
-      heatmap: Boolean(r.heatmapJpeg && (c.mqtt.heatmap || snapshot)), image: Boolean(r.frameJpeg && (c.mqtt.ng_image || snapshot)),
+      frame: job.frame,
+      partId: job.trigger?.partId ?? null,
+      triggeredAt: job.trigger?.at,
+      startedAt,
+      finishedAt: Date.now(),
+      result: r.result,
+      inferenceMs: r.ms,
+      heatmap: Boolean(r.heatmapJpeg && (c.mqtt.heatmap || snapshot)),
+      image: Boolean(r.frameJpeg && (c.mqtt.ng_image || snapshot)),
     });
     const json = JSON.stringify(payload);
     const mq = this.mqtt!;
@@ -395,11 +445,22 @@ export class Daemon {
     const s = this.stats;
     const q = this.mqtt?.queue;
     return {
-      schema: STATS_SCHEMA, station: this.cfg.station, run_id: this.runId, timestamp: new Date().toISOString(), uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
-      frames_in: s.framesIn, inspected: s.inspected, dropped: s.dropped, verdicts: { ...s.verdicts },
-      triggers: { ...s.triggers, pending: this.scheduler.pendingTriggers }, inference_errors: s.errors, worker_restarts: s.workerRestarts,
-      latency_ms: s.latencyPercentiles(), camera: { ...this.camera, reconnects: this.source?.reconnects ?? 0 },
-      mqtt_queue: { depth: q?.depth ?? 0, dropped: q?.dropped ?? 0, store_error: q?.storeError ?? null }, paused: this.scheduler.isPaused,
+      schema: STATS_SCHEMA,
+      station: this.cfg.station,
+      run_id: this.runId,
+      timestamp: new Date().toISOString(),
+      uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      frames_in: s.framesIn,
+      inspected: s.inspected,
+      dropped: s.dropped,
+      verdicts: { ...s.verdicts },
+      triggers: { ...s.triggers, pending: this.scheduler.pendingTriggers },
+      inference_errors: s.errors,
+      worker_restarts: s.workerRestarts,
+      latency_ms: s.latencyPercentiles(),
+      camera: { ...this.camera, reconnects: this.source?.reconnects ?? 0 },
+      mqtt_queue: { depth: q?.depth ?? 0, dropped: q?.dropped ?? 0, store_error: q?.storeError ?? null },
+      paused: this.scheduler.isPaused,
       bundle: this.worker?.bundle.bundle_id ?? null,
       archive: this.archive ? { entries: this.archive.count, mb: Number((this.archive.bytes / 2 ** 20).toFixed(1)), errors: s.archiveErrors } : null,
     };

@@ -8,7 +8,13 @@ export class DaemonMetrics {
   readonly framesInspected = new Counter({ name: 'hce_frames_inspected_total', help: 'frames inspected', registers: [this.registry] });
   readonly framesDropped = new Counter({ name: 'hce_frames_dropped_total', help: 'frames replaced by a newer one before inference took them', registers: [this.registry] });
   readonly verdicts = new Counter({ name: 'hce_verdicts_total', help: 'verdicts by cluster and verdict', labelNames: ['cluster', 'verdict'], registers: [this.registry] });
-  readonly stage = new Histogram({ name: 'hce_stage_seconds', help: 'per-stage latency', labelNames: ['stage'], buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2], registers: [this.registry] });
+  readonly stage = new Histogram({
+    name: 'hce_stage_seconds',
+    help: 'per-stage latency',
+    labelNames: ['stage'],
+    buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2],
+    registers: [this.registry],
+  });
   readonly reconnects = new Counter({ name: 'hce_camera_reconnects_total', help: 'camera reconnect attempts', registers: [this.registry] });
   readonly cameraUp = new Gauge({ name: 'hce_camera_up', help: '1 while frames arrive', registers: [this.registry] });
   readonly mqttUp = new Gauge({ name: 'hce_mqtt_connected', help: '1 while connected to the broker', registers: [this.registry] });
@@ -19,7 +25,12 @@ export class DaemonMetrics {
   readonly workerAlive = new Gauge({ name: 'hce_worker_alive', help: '1 while the inference worker answers its heartbeat', registers: [this.registry] });
   readonly mqttQueueDropped = new Gauge({ name: 'hce_mqtt_queue_dropped', help: 'verdicts dropped (oldest first) because the queue bound was reached, since start', registers: [this.registry] });
   readonly mqttStoreOk = new Gauge({ name: 'hce_mqtt_store_ok', help: '0 while the on-disk verdict queue cannot be written (verdicts are then held in memory only)', registers: [this.registry] });
-  readonly defectRegions = new Counter({ name: 'hce_defect_regions_total', help: 'defect regions on NG parts by cluster and defect type ("untyped" without defect types in the bundle, "new" for none of them)', labelNames: ['cluster', 'type'], registers: [this.registry] });
+  readonly defectRegions = new Counter({
+    name: 'hce_defect_regions_total',
+    help: 'defect regions on NG parts by cluster and defect type ("untyped" without defect types in the bundle, "new" for none of them)',
+    labelNames: ['cluster', 'type'],
+    registers: [this.registry],
+  });
   readonly archiveErrors = new Counter({ name: 'hce_archive_errors_total', help: 'NG archive entries that could not be written', registers: [this.registry] });
 
   constructor() {

@@ -64,7 +64,11 @@ export class FrameScheduler {
   private lastStart = 0;
   private triggerSeq = 0;
 
-  constructor(private readonly o: SchedulerOptions, private readonly ev: SchedulerEvents, private readonly clock: Clock = systemClock) {}
+  constructor(
+    private readonly o: SchedulerOptions,
+    private readonly ev: SchedulerEvents,
+    private readonly clock: Clock = systemClock,
+  ) {}
 
   get isPaused(): boolean {
     return this.paused;

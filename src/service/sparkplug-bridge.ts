@@ -31,9 +31,23 @@ export class SparkplugBridge implements StationEvents {
     const m = c.mqtt;
     const node = new SparkplugNode(
       {
-        url: mqtt.url, protocol_version: mqtt.protocol, client_id: sp.client_id, username: m.username, password: m.password, ca: m.ca, cert: m.cert, key: m.key,
-        reject_unauthorized: m.reject_unauthorized, keepalive_s: m.keepalive_s, group_id: sp.group_id, node_id: sp.node_id || c.station, device_id: sp.device_id,
-        host_id: sp.host_id, period_s: sp.period_s, state_dir: c.state_dir, max_command_bytes: c.commands.max_bytes,
+        url: mqtt.url,
+        protocol_version: mqtt.protocol,
+        client_id: sp.client_id,
+        username: m.username,
+        password: m.password,
+        ca: m.ca,
+        cert: m.cert,
+        key: m.key,
+        reject_unauthorized: m.reject_unauthorized,
+        keepalive_s: m.keepalive_s,
+        group_id: sp.group_id,
+        node_id: sp.node_id || c.station,
+        device_id: sp.device_id,
+        host_id: sp.host_id,
+        period_s: sp.period_s,
+        state_dir: c.state_dir,
+        max_command_bytes: c.commands.max_bytes,
       },
       {
         command: async (name, args, meta) => {
@@ -51,8 +65,8 @@ export class SparkplugBridge implements StationEvents {
 
   verdict(p: VerdictPayload, totals: StationMetrics['verdicts'], latency: StationMetrics['latency_ms']): void {
     if (p.cluster && (p.verdict === 'OK' || p.verdict === 'NG')) {
-      const k = (this.clusters[p.cluster] ??= { OK: 0, NG: 0 });
-      k[p.verdict]++;
+      if (!this.clusters[p.cluster]) this.clusters[p.cluster] = { OK: 0, NG: 0 };
+      this.clusters[p.cluster][p.verdict]++;
     }
     this.node.update({
       verdicts: totals,

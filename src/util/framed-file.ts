@@ -69,6 +69,8 @@ export function checkFramedPayload(buf: Uint8Array, payloadStart: number, payloa
   const expected = payloadStart + payloadLen + 32;
   if (buf.length < expected) throw new f.error(`${label}: truncated (${buf.length} bytes, expected ${expected})`);
   if (buf.length > expected) throw new f.error(`${label}: corrupted (${buf.length - expected} unexpected trailing bytes)`);
-  const hash = createHash('sha256').update(buf.subarray(0, expected - 32)).digest();
+  const hash = createHash('sha256')
+    .update(buf.subarray(0, expected - 32))
+    .digest();
   if (!hash.equals(buf.subarray(expected - 32, expected))) throw new f.error(`${label}: corrupted (checksum mismatch)`);
 }

@@ -5,7 +5,10 @@
 export class Progress {
   private lastPct = new Map<string, number>();
   private readonly tty: boolean;
-  constructor(private readonly enabled = true, private readonly stream: NodeJS.WriteStream = process.stderr) {
+  constructor(
+    private readonly enabled = true,
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+  ) {
     this.tty = Boolean(stream.isTTY);
   }
 
@@ -25,6 +28,6 @@ export class Progress {
   };
 
   log(msg: string): void {
-    if (this.enabled) this.stream.write(msg + '\n');
+    if (this.enabled) this.stream.write(`${msg}\n`);
   }
 }

@@ -17,14 +17,28 @@ export const REDACTED = '[redacted]';
 const URL_TOKEN = /(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,31}:\/\/)((?:\\.|[^\s"\\])*)/g;
 
 const SECRET_NAMES = [
-  'user-id', 'user-pw', 'proxy-id', 'proxy-pw', 'password', 'passwd', 'pass', 'pwd', 'secret', 'token',
-  'access[-_]?token', 'api[-_]?key', 'apikey', 'auth', 'authorization', 'credentials', 'user', 'username', 'login',
+  'user-id',
+  'user-pw',
+  'proxy-id',
+  'proxy-pw',
+  'password',
+  'passwd',
+  'pass',
+  'pwd',
+  'secret',
+  'token',
+  'access[-_]?token',
+  'api[-_]?key',
+  'apikey',
+  'auth',
+  'authorization',
+  'credentials',
+  'user',
+  'username',
+  'login',
 ];
 // name, an optional closing quote (JSON keys), = or :, then a quoted or bare value.
-const SECRET_ASSIGN = new RegExp(
-  `(?<![A-Za-z0-9_-])((?:${SECRET_NAMES.join('|')})["']?\\s*[=:]\\s*)("(?:[^"\\\\]|\\\\.)*"|'(?:[^'\\\\]|\\\\.)*'|[^\\s"'&;,!]+)`,
-  'gi',
-);
+const SECRET_ASSIGN = new RegExp(`(?<![A-Za-z0-9_-])((?:${SECRET_NAMES.join('|')})["']?\\s*[=:]\\s*)("(?:[^"\\\\]|\\\\.)*"|'(?:[^'\\\\]|\\\\.)*'|[^\\s"'&;,!]+)`, 'gi');
 
 /** A URL with its user information (user, user:password) replaced by `***`. */
 export function redactUrl(url: string): string {

@@ -38,10 +38,18 @@ export class Mosquitto {
   private proc: ChildProcess | null = null;
   log = '';
   /** `head` goes before everything else (e.g. per_listener_settings), `extra` after the default listener. */
-  constructor(readonly dir: string, readonly port: number, extra = '', head = '') {
+  constructor(
+    readonly dir: string,
+    readonly port: number,
+    extra = '',
+    head = '',
+  ) {
     mkdirSync(dir, { recursive: true });
     // Started as root, mosquitto would drop to its own user and lose access to the test's 0700 temp dir.
-    writeFileSync(join(dir, 'mosquitto.conf'), [head, `user ${userInfo().username}`, `listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${dir}/`, 'log_dest stderr', extra].join('\n') + '\n');
+    writeFileSync(
+      join(dir, 'mosquitto.conf'),
+      `${[head, `user ${userInfo().username}`, `listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${dir}/`, 'log_dest stderr', extra].join('\n')}\n`,
+    );
   }
   get url(): string {
     return `mqtt://127.0.0.1:${this.port}`;

@@ -5,11 +5,7 @@
 import { SparkplugNode, type SparkplugOptions } from '../../src/publish/sparkplug/index.ts';
 
 const opts = JSON.parse(process.argv[2]!) as SparkplugOptions;
-const node = new SparkplugNode(
-  opts,
-  { command: async () => ({}), connection: (s) => console.log(`connection ${JSON.stringify(s)}`) },
-  (level, msg) => console.log(`${level} ${msg}`),
-);
+const node = new SparkplugNode(opts, { command: async () => ({}), connection: (s) => console.log(`connection ${JSON.stringify(s)}`) }, (level, msg) => console.log(`${level} ${msg}`));
 await node.start();
 console.log('started');
 let n = 0;

@@ -62,7 +62,9 @@ export function writeSyntheticBackbone(dir: string, opts: { seed?: number; sidec
 }
 
 export async function writePng(path: string, rgb: Uint8Array, width: number, height: number): Promise<void> {
-  await sharp(rgb, { raw: { width, height, channels: 3 } }).png().toFile(path);
+  await sharp(rgb, { raw: { width, height, channels: 3 } })
+    .png()
+    .toFile(path);
 }
 
 /** Write n nominal parts into dir; returns their paths. */

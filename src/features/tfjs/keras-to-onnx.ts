@@ -157,7 +157,17 @@ export function convertKeras(model: TfjsModel, weights: Map<string, { shape: num
       case 'BatchNormalization': {
         const gamma = c.scale === false ? new Float32Array(cin).fill(1) : w(l.name, 'gamma').data;
         const beta = c.center === false ? new Float32Array(cin) : w(l.name, 'beta').data;
-        out = g.op('BatchNormalization', [ins[0], g.constFloat('gamma', [cin], gamma), g.constFloat('beta', [cin], beta), g.constFloat('mean', [cin], w(l.name, 'moving_mean').data), g.constFloat('var', [cin], w(l.name, 'moving_variance').data)], { epsilon: { float: Number(c.epsilon ?? 1e-3) } });
+        out = g.op(
+          'BatchNormalization',
+          [
+            ins[0],
+            g.constFloat('gamma', [cin], gamma),
+            g.constFloat('beta', [cin], beta),
+            g.constFloat('mean', [cin], w(l.name, 'moving_mean').data),
+            g.constFloat('var', [cin], w(l.name, 'moving_variance').data),
+          ],
+          { epsilon: { float: Number(c.epsilon ?? 1e-3) } },
+        );
         break;
       }
       case 'ReLU': {

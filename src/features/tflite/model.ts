@@ -3,7 +3,7 @@
  * Field numbers follow the order of fields in tensorflow/lite/schema/schema.fbs; unions take two
  * slots (type, value).
  */
-import { FbTable, fbRoot } from './flatbuffer.ts';
+import { type FbTable, fbRoot } from './flatbuffer.ts';
 
 export const TensorType = {
   FLOAT32: 0,

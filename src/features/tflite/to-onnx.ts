@@ -45,11 +45,20 @@ export function dequantize(t: TfliteTensor, raw: Uint8Array): Float32Array {
     const c = perChannel ? Math.floor(i / inner) % channels : 0;
     let v: number;
     switch (t.type) {
-      case TensorType.INT8: v = view.getInt8(i); break;
-      case TensorType.UINT8: v = view.getUint8(i); break;
-      case TensorType.INT32: v = view.getInt32(4 * i, true); break;
-      case TensorType.INT16: v = view.getInt16(2 * i, true); break;
-      default: throw new Error(`tensor "${t.name}": cannot dequantize tensor type ${t.type}`);
+      case TensorType.INT8:
+        v = view.getInt8(i);
+        break;
+      case TensorType.UINT8:
+        v = view.getUint8(i);
+        break;
+      case TensorType.INT32:
+        v = view.getInt32(4 * i, true);
+        break;
+      case TensorType.INT16:
+        v = view.getInt16(2 * i, true);
+        break;
+      default:
+        throw new Error(`tensor "${t.name}": cannot dequantize tensor type ${t.type}`);
     }
     out[i] = (v - (q.zeroPoint[c] ?? 0)) * q.scale[c];
   }
@@ -144,11 +153,16 @@ export function convertTflite(model: TfliteModel): ConvertedBackbone {
 
   const activation = (x: string, act: number, where: string): string => {
     switch (act) {
-      case ACT.NONE: return x;
-      case ACT.RELU: return g.op('Relu', [x]);
-      case ACT.RELU6: return g.op('Clip', [x, g.constFloat('zero', [], [0]), g.constFloat('six', [], [6])]);
-      case ACT.RELU_N1_TO_1: return g.op('Clip', [x, g.constFloat('m1', [], [-1]), g.constFloat('p1', [], [1])]);
-      default: throw new UnsupportedOpError(`${where}: unsupported fused activation ${act}`);
+      case ACT.NONE:
+        return x;
+      case ACT.RELU:
+        return g.op('Relu', [x]);
+      case ACT.RELU6:
+        return g.op('Clip', [x, g.constFloat('zero', [], [0]), g.constFloat('six', [], [6])]);
+      case ACT.RELU_N1_TO_1:
+        return g.op('Clip', [x, g.constFloat('m1', [], [-1]), g.constFloat('p1', [], [1])]);
+      default:
+        throw new UnsupportedOpError(`${where}: unsupported fused activation ${act}`);
     }
   };
   const autoPad = (padding: number) => (padding === 0 ? 'SAME_UPPER' : 'VALID');
@@ -332,7 +346,7 @@ export function convertTflite(model: TfliteModel): ConvertedBackbone {
     const channels = shape[shape.length - 1];
     if (tap.role === 'classifier') g.outputs.push({ name: tap.name, dims: [1, channels] });
     else if (tap.role === 'semantic') g.outputs.push({ name: tap.name, dims: [1, channels] });
-    else g.outputs.push({ name: tap.name, dims: [1, channels, 'h' + tap.stride, 'w' + tap.stride] });
+    else g.outputs.push({ name: tap.name, dims: [1, channels, `h${tap.stride}`, `w${tap.stride}`] });
     result.push({ name: tap.name, role: tap.role, stride: tap.stride, channels, source: tensors[tap.tensor].name });
   }
   return {

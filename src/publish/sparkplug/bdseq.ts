@@ -31,7 +31,7 @@ export class BdSeqStore {
     const prev = this.last();
     const next = prev === null ? 0 : (prev + 1) & 0xff;
     mkdirSync(dirname(this.path), { recursive: true });
-    writeFileAtomic(this.path, Buffer.from(JSON.stringify({ bdSeq: next, at: new Date().toISOString() }) + '\n'));
+    writeFileAtomic(this.path, Buffer.from(`${JSON.stringify({ bdSeq: next, at: new Date().toISOString() })}\n`));
     return next;
   }
 }

@@ -100,7 +100,11 @@ export class SparkplugNode {
   private backoffMs: number;
   private failuresInARow = 0;
 
-  constructor(private readonly o: SparkplugOptions, private readonly h: SparkplugHandlers, private readonly log: SparkplugLog) {
+  constructor(
+    private readonly o: SparkplugOptions,
+    private readonly h: SparkplugHandlers,
+    private readonly log: SparkplugLog,
+  ) {
     this.topics = sparkplugTopics(o.group_id, o.node_id, o.device_id);
     this.bdSeqStore = new BdSeqStore(join(o.state_dir, BDSEQ_FILE));
     this.host = o.host_id ? new PrimaryHost(o.host_id) : null;
@@ -159,7 +163,11 @@ export class SparkplugNode {
 
   private checkOptions(): void {
     const o = this.o;
-    for (const [what, id] of [['sparkplug.group_id', o.group_id], ['sparkplug.node_id', o.node_id], ['sparkplug.device_id', o.device_id]] as const) {
+    for (const [what, id] of [
+      ['sparkplug.group_id', o.group_id],
+      ['sparkplug.node_id', o.node_id],
+      ['sparkplug.device_id', o.device_id],
+    ] as const) {
       const p = idProblem(what, id);
       if (p) throw new Error(p);
     }

@@ -4,10 +4,7 @@
  * accepted is a stale copy (e.g. from a second broker or a delayed retained message) and must not
  * change what the node does.
  */
-export type StateVerdict =
-  | { kind: 'online'; timestamp: number }
-  | { kind: 'offline'; timestamp: number }
-  | { kind: 'ignore'; why: string };
+export type StateVerdict = { kind: 'online'; timestamp: number } | { kind: 'offline'; timestamp: number } | { kind: 'ignore'; why: string };
 
 export function stateTopic(hostId: string): string {
   return `spBv1.0/STATE/${hostId}`;
