@@ -1,7 +1,7 @@
 /**
  * Fault script (slow, not in npm test): 70,000 verdicts queued through MqttPublisher while the broker
  * is down (more than the 65,535 MQTT message ids), the daemon restarted, the broker brought up; counts
- * what a subscriber receives. Run: node --import tsx scripts/fault-queue-70k.ts [count]
+ * what a subscriber receives. Run: node --import tsx scripts/fault-queue-70k.ts [count] [--fsync]
  */
 import { mkdtempSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
@@ -11,7 +11,7 @@ import mqtt from 'mqtt';
 import { MqttPublisher, type MqttSettings } from '../src/publish/mqtt-publisher.ts';
 import { Mosquitto, freePort, waitFor } from '../test/helpers/services.ts';
 
-const N = Number(process.argv[2] ?? 70_000);
+const N = Number(process.argv.slice(2).find((a) => /^\d+$/.test(a)) ?? 70_000);
 const dir = mkdtempSync(join(tmpdir(), 'hce-fault-70k-'));
 const verdictTopic = 'hce/fault/verdict';
 

@@ -160,7 +160,7 @@ test('scheduler: a snapshot takes the next frame first, also while paused; stop 
   );
 });
 
-test('scheduler property: every trigger is inspected, answered NO_FRAME, refused, or still pending — never lost, never bound to an older frame', () => {
+test('scheduler property: every trigger is answered exactly once (inspected, NO_FRAME or refused), never bound to an older frame; every snapshot is answered once', () => {
   let runs = 0;
   fc.assert(
     fc.property(
@@ -173,40 +173,55 @@ test('scheduler property: every trigger is inspected, answered NO_FRAME, refused
           fc.record({ k: fc.constant('pause' as const) }),
           fc.record({ k: fc.constant('resume' as const) }),
           fc.record({ k: fc.constant('camera' as const), up: fc.boolean() }),
+          fc.record({ k: fc.constant('snapshot' as const) }),
+          fc.record({ k: fc.constant('stop' as const) }),
         ),
         { maxLength: 200 },
       ),
       (ops) => {
         runs++;
         const { s, clock, noFrame, dropped, frame } = rig({ triggerQueueMax: 5, readyMax: 3 });
+        const answers = new Map<string, number>();
+        const answer = (id: string) => answers.set(id, (answers.get(id) ?? 0) + 1);
+        const snapshots: number[] = [];
         let sent = 0;
-        let inspected = 0;
+        const take = (j: ReturnType<typeof s.next>) => {
+          if (j?.trigger) {
+            answer(j.trigger.partId!);
+            assert.ok(j.frame.capturedAt >= j.trigger.at, 'bound to a frame captured after the trigger');
+            assert.ok(j.frame.capturedAt - j.trigger.at <= 2000 + 50);
+          }
+          j?.snapshot?.(null);
+        };
         for (const op of ops) {
-          if (op.k === 'trigger') {
-            s.trigger(`P-${sent++}`);
-          } else if (op.k === 'frame') s.offerFrame(frame(clock.t + op.lag));
-          else if (op.k === 'next') {
-            const j = s.next();
-            if (j?.trigger) {
-              inspected++;
-              assert.ok(j.frame.capturedAt >= j.trigger.at, 'bound to a frame captured after the trigger');
-              assert.ok(j.frame.capturedAt - j.trigger.at <= 2000 + 50);
-            }
-          } else if (op.k === 'wait') {
+          if (op.k === 'trigger') s.trigger(`P-${sent++}`);
+          else if (op.k === 'frame') s.offerFrame(frame(clock.t + op.lag));
+          else if (op.k === 'next') take(s.next());
+          else if (op.k === 'wait') {
             clock.t += op.ms;
             s.tick();
           } else if (op.k === 'pause') s.pause();
           else if (op.k === 'resume') s.resume();
+          else if (op.k === 'snapshot') {
+            const i = snapshots.push(0) - 1;
+            s.requestSnapshot(() => snapshots[i]++);
+          } else if (op.k === 'stop') for (const j of s.stop()) take(j);
           else s.camera(op.up);
         }
-        const stillBound = s.stop().filter((j) => j.trigger).length;
-        const refused = dropped.filter((d) => d.startsWith('trigger')).length;
-        assert.equal(inspected + stillBound + noFrame.length + refused, sent);
+        for (const j of s.stop()) take(j);
+        for (const n of noFrame) answer(n.t.partId!);
+        for (const d of dropped) if (d.startsWith('trigger')) answer(/trigger (P-\d+)/.exec(d)![1]);
+        for (let i = 0; i < sent; i++) assert.equal(answers.get(`P-${i}`), 1, `P-${i} answered once`);
+        assert.equal(answers.size, sent);
+        assert.ok(
+          snapshots.every((n) => n === 1),
+          `every snapshot answered once: ${snapshots.join(',')}`,
+        );
       },
     ),
     { numRuns: 2000 },
   );
-  assert.equal(runs, 2000);
+  assert.equal(runs, 2000, 'fast-check ran 2000 generated sequences');
 });
 
 const facts = (o: Partial<HealthFacts> = {}): HealthFacts => ({

@@ -65,12 +65,16 @@ test('daemon + Sparkplug: births with bundle and clusters, counters follow verdi
     // DDATA carry aliases only; find the last part's frame id among them.
     await waitFor('DDATA with a frame id', () => got.some((m) => m.topic.endsWith('DDATA/spb-line/camera') && m.p!.metrics.some((x) => aliasOf.get(x.alias) === 'Last Part/Frame Id')), 30_000);
     const frameIds = got.filter((m) => m.topic.endsWith('DDATA/spb-line/camera')).flatMap((m) => m.p!.metrics.filter((x) => aliasOf.get(x.alias) === 'Last Part/Frame Id').map((x) => String(x.value)));
-    const jsonIds = new Set(got.filter((m) => m.json).map((m) => m.json.frame_id));
-    await waitFor('JSON verdicts', () => frameIds.every((id) => got.some((m) => m.json?.frame_id === id)) || jsonIds.size > 5, 20_000);
-    assert.ok(
-      frameIds.some((id) => got.some((m) => m.json?.frame_id === id)),
-      'Sparkplug frame ids are JSON verdict frame ids',
-    );
+    await waitFor('the JSON verdict of every Sparkplug frame id', () => frameIds.every((id) => got.some((m) => m.json?.frame_id === id)), 20_000);
+    // The OK counter in DDATA only grows, and never runs ahead of the OK verdicts on the JSON stream.
+    const okAlias = dbirth.metrics.find((m) => m.name === 'Verdicts/OK')!.alias;
+    const oks = () => got.filter((m) => m.topic.endsWith('DDATA/spb-line/camera')).flatMap((m) => m.p!.metrics.filter((x) => x.alias === okAlias).map((x) => Number(x.value)));
+    await waitFor('OK counter moving', () => oks().length >= 3, 20_000);
+    const seq = oks();
+    assert.ok(seq.every((v, i) => i === 0 || v >= seq[i - 1]) && seq.at(-1)! > seq[0], `Verdicts/OK grows: ${seq.join(',')}`);
+    await new Promise((r) => setTimeout(r, 500));
+    const okJson = got.filter((m) => m.json?.verdict === 'OK').length;
+    assert.ok(seq.at(-1)! <= okJson, `counter ${seq.at(-1)} vs ${okJson} OK verdicts on the JSON stream`);
 
     // DCMD pause with commands.control off: refused, reported in Last Result, nothing paused.
     const pause = encodePayload({ timestamp: Date.now(), metrics: [{ name: METRIC.ctlPause, timestamp: Date.now(), type: 'Boolean', withDatatype: true, value: true }] });
@@ -95,6 +99,10 @@ test('daemon + Sparkplug: births with bundle and clusters, counters follow verdi
           .join('\n')}`,
       );
     });
+    const pausedAlias = dbirth.metrics.find((m) => m.name === 'Paused')!.alias;
+    assert.ok(!got.some((m) => m.p?.metrics.some((x) => x.alias === pausedAlias && x.value === true)), 'the refused DCMD paused nothing');
+    const before = got.filter((m) => m.json).length;
+    await waitFor('verdicts still flowing after the refused pause', () => got.filter((m) => m.json).length > before + 3, 20_000);
     daemon.kill('SIGKILL');
     await waitFor('NDEATH from the broker when the daemon is killed', () => got.some((m) => m.topic === 'spBv1.0/plant/NDEATH/spb-line'), 30_000);
   } finally {

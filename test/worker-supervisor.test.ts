@@ -80,3 +80,20 @@ test('supervisor: a healthy idle worker stays alive on heartbeats alone (trigger
     await s.close();
   }
 });
+
+test('supervisor: the bundle stays readable while a replacement worker starts, and close() during a hanging reload starts nothing new', { timeout: 20_000 }, async () => {
+  const { s, restarts } = await start('crash-on-inspect');
+  await s.inspect(frame, opts);
+  await assert.rejects(s.inspect(frame, opts), /exited/);
+  // The daemon reads the bundle for NO_FRAME answers and stats right after a failed frame.
+  assert.equal(s.bundle.path, '/bundles/a.hcebundle', 'no throw while restarting');
+  await waitFor('restart', () => restarts.length === 1 && s.alive, 5000);
+  await s.close();
+
+  const hang = await start('hang-on-reload', { timeoutMs: 5000, reloadTimeoutMs: 300 });
+  const pending = assert.rejects(hang.s.reload('/bundles/b.hcebundle'), /took longer/);
+  await hang.s.close();
+  await pending;
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(hang.restarts.length, 0, 'no worker is started after close()');
+});

@@ -297,7 +297,8 @@ export function discoverTypes(input: DiscoveryInput, opts: DiscoverOptions): Dis
 export function typeRegions<R extends { type?: string; type_distance?: number }>(regions: R[], descriptors: RegionDescriptor[], ct: ClusterTypes): R[] {
   return regions.map((r, i) => {
     const a = assignType(embed(descriptors[i], ct.space), ct.types);
-    return { ...r, type: typeLabel(a), type_distance: Number(a.distance.toFixed(4)) };
+    // Infinity (no types for the cluster) would reach JSON as null: leave the distance out instead.
+    return { ...r, type: typeLabel(a), ...(Number.isFinite(a.distance) ? { type_distance: Number(a.distance.toFixed(4)) } : {}) };
   });
 }
 

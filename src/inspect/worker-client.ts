@@ -47,10 +47,18 @@ export class InferenceWorker {
   }
 
   /** `script` replaces the real worker in tests (e.g. one that hangs). */
-  static start(init: WorkerInit, script: URL = new URL('./worker-boot.mjs', import.meta.url)): Promise<InferenceWorker> {
+  /** `timeoutMs` (0 = none): a start-up that takes longer is abandoned and the thread terminated. */
+  static start(init: WorkerInit, script: URL = new URL('./worker-boot.mjs', import.meta.url), timeoutMs = 0): Promise<InferenceWorker> {
     const worker = new Worker(script, { workerData: init });
     return new Promise((resolve, reject) => {
+      const timer = timeoutMs
+        ? setTimeout(() => {
+            void worker.terminate();
+            reject(new Error(`inference worker did not start within ${timeoutMs / 1000} s`));
+          }, timeoutMs)
+        : undefined;
       const onMsg = (m: FromWorker) => {
+        clearTimeout(timer);
         if (m.type === 'ready') {
           worker.off('message', onMsg);
           resolve(new InferenceWorker(worker, m.bundle));
@@ -103,7 +111,7 @@ export class InferenceWorker {
     if (this.exited) return;
     const done = new Promise((r) => this.worker.once('exit', r));
     this.worker.postMessage({ type: 'close' });
-    await Promise.race([done, new Promise((r) => setTimeout(r, 5000))]);
+    await Promise.race([done, new Promise((r) => setTimeout(r, 5000).unref())]);
     if (!this.exited) await this.worker.terminate();
   }
 }

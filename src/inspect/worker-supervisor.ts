@@ -28,6 +28,8 @@ export class WorkerSupervisor {
   private reloadingUntil = 0;
   /** a thread that would not end: only a process restart recovers from that */
   wedged = false;
+  /** the bundle last loaded: still the answer while a replacement worker starts */
+  private lastBundle!: BundleSummary;
   restarts = 0;
 
   private constructor(
@@ -44,7 +46,7 @@ export class WorkerSupervisor {
   }
 
   get bundle(): BundleSummary {
-    return this.current().bundle;
+    return this.worker?.bundle ?? this.lastBundle;
   }
 
   /** Answered recently, or busy with a request that is still within its limit. */
@@ -65,6 +67,7 @@ export class WorkerSupervisor {
 
   private attach(w: InferenceWorker): void {
     this.worker = w;
+    this.lastBundle = w.bundle;
     w.onExit = (code) => {
       if (this.closed || this.worker !== w) return;
       void this.restart(`exited unexpectedly (code ${code}${w.lastError ? `: ${w.lastError}` : ''})`);
@@ -84,6 +87,7 @@ export class WorkerSupervisor {
 
   /** Replace the worker with a fresh one on the bundle it had loaded last. */
   private restart(why: string): Promise<void> {
+    if (this.closed) return Promise.resolve();
     if (this.restarting) return this.restarting;
     this.restarting = (async () => {
       const old = this.worker;
@@ -97,7 +101,9 @@ export class WorkerSupervisor {
       }
       const path = old?.bundle.path ?? this.init.bundle;
       try {
-        this.attach(await InferenceWorker.start({ ...this.init, bundle: path }, this.o.script));
+        const next = await InferenceWorker.start({ ...this.init, bundle: path }, this.o.script, Math.max(this.o.reloadTimeoutMs, 30_000));
+        if (this.closed) return void (await next.close());
+        this.attach(next);
         this.o.log('info', 'inference worker restarted');
       } catch (e) {
         this.o.log('error', `inference worker could not be restarted: ${(e as Error).message}`);
@@ -126,6 +132,7 @@ export class WorkerSupervisor {
     try {
       const b = await Promise.race([w.reload(path), timeout]);
       this.init = { ...this.init, bundle: path };
+      this.lastBundle = b;
       return b;
     } finally {
       clearTimeout(timer);

@@ -364,6 +364,8 @@ export class MqttPublisher {
     if (!rec || !this.connected) {
       this.inflight.delete(seq);
       if (rec) return;
+      // Still queued after a failed read (I/O error): try again in a while, not in a loop.
+      if (q.has(seq)) return this.holdOff();
       return this.pump();
     }
     this.client.publish(this.topics.verdict, rec.payload, this.verdictOptions(rec.frameId), (err) => this.onAck(q, seq, rec.frameId, err));
@@ -377,6 +379,10 @@ export class MqttPublisher {
     }
     // Still queued. A broker that refuses verdicts (quota, ACL) is asked again in a while, not in a loop.
     this.logRepeated('warn', `puback:${err.message}`, `verdict ${frameId} not accepted by the broker (${err.message}): kept queued, retried`);
+    this.holdOff();
+  }
+
+  private holdOff(): void {
     if (!this.connected || this.closing) return;
     this.holdUntil = Date.now() + 2000;
     setTimeout(() => this.pump(), 2000).unref();

@@ -427,9 +427,22 @@ export class VerdictQueue {
     this.o.log('warn', `verdict queue ${this.vdir}: ${bad.length} damaged or unknown file(s) NOT sent, ${moved} moved to ${dir} for inspection (${sample}${bad.length > 3 ? '; …' : ''})`);
   }
 
+  /**
+   * A record that does not decode is damaged: moved aside. A read that fails (EIO, EMFILE) may work
+   * later: the record stays queued and the store error says why (the caller retries in a while).
+   */
   private async readFromDisk(rec: Rec): Promise<VerdictRecord | null> {
+    let bytes: Buffer;
     try {
-      return decodeRecord(await this.fs.readFile(join(this.vdir, recName(rec.seq))), rec.seq);
+      bytes = await this.fs.readFile(join(this.vdir, recName(rec.seq)));
+    } catch (e) {
+      if (rec.gone) return null;
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') this.remove(rec, false);
+      else this.setError('read', e);
+      return null;
+    }
+    try {
+      return decodeRecord(bytes, rec.seq);
     } catch (e) {
       if (rec.gone) return null;
       this.remove(rec, false);

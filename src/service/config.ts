@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { SOURCE_KINDS } from '../capture/pipelines.ts';
 import { EXECUTION_PROVIDERS } from '../features/session.ts';
 import { redactConfig } from '../util/redact.ts';
+import type { CommandPolicy } from '../publish/commands.ts';
 import { idProblem } from '../publish/sparkplug/topics.ts';
 
 convict.addFormat({
@@ -57,7 +58,7 @@ const SCHEMA = {
   bundle_dir: { doc: 'folder of bundles that the reload command picks from by file name ("" = the folder of "bundle")', format: String, default: '', env: 'HCE_BUNDLE_DIR' },
   bundle_max_mb: { doc: 'largest bundle file a reload accepts', format: 'positive-number', default: 2048, env: 'HCE_BUNDLE_MAX_MB' },
   reload_timeout_s: { doc: 'a bundle load that takes longer is abandoned (the worker is restarted with the old bundle)', format: 'positive-number', default: 120, env: 'HCE_RELOAD_TIMEOUT_S' },
-  state_dir: { doc: 'daemon state that survives restarts (active bundle, MQTT client suffix)', format: String, default: 'var/state', env: 'HCE_STATE_DIR_DAEMON' },
+  state_dir: { doc: 'daemon state that survives restarts (the active bundle after a reload, the Sparkplug bdSeq)', format: String, default: 'var/state', env: 'HCE_STATE_DIR_DAEMON' },
   source: {
     kind: { doc: 'frame source', format: [...SOURCE_KINDS], default: 'folder', env: 'HCE_SOURCE_KIND', arg: 'source-kind' },
     path: { doc: 'folder/file: image folder or file to replay', format: String, default: '', env: 'HCE_SOURCE_PATH', arg: 'source-path' },
@@ -218,6 +219,11 @@ export function daemonSchema(env: NodeJS.ProcessEnv = process.env, args: string[
 export type DaemonConfig = ReturnType<ReturnType<typeof daemonSchema>['getProperties']>;
 
 export class DaemonConfigError extends Error {}
+
+/** The command rules of both command paths (JSON topics and Sparkplug DCMD). */
+export function commandPolicy(c: DaemonConfig): CommandPolicy {
+  return { control: c.commands.control, token: c.commands.token, maxBytes: c.commands.max_bytes };
+}
 
 /**
  * Loads and validates. `siteFile` = --config; without it config/site.json next to the defaults is

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Server } from 'node:http';
-import type { DaemonConfig } from './config.ts';
+import { commandPolicy, type DaemonConfig } from './config.ts';
 import type { Logger } from './log.ts';
 import { DaemonMetrics } from './metrics.ts';
 import { SystemdNotifier } from './notify.ts';
@@ -35,6 +35,21 @@ import { CAMERA_SCHEMA, STATS_SCHEMA, noFramePayload, verdictPayload, type Camer
 const READY_MAX = 8;
 /** how long stop() spends finishing frames that were already bound to triggers */
 const STOP_FINISH_MS = 5000;
+/** the whole of stop(): under the CLI's 15 s backstop and the unit's TimeoutStopSec=20 */
+const STOP_BUDGET_MS = 12_000;
+
+/** Waits for `p` at most `ms` (never rejects: shutdown goes on whatever a step did). */
+function within(p: Promise<unknown> | null | undefined, ms: number): Promise<void> {
+  if (!p) return Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.then(
+      () => {},
+      () => {},
+    ),
+    new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, ms)))),
+  ]).finally(() => clearTimeout(timer));
+}
 
 export class Daemon {
   readonly runId = randomUUID();
@@ -93,6 +108,7 @@ export class Daemon {
     const broker = await this.startMqtt();
     this.abortIfStopping();
     if (this.cfg.sparkplug.enabled) await this.startSparkplug(broker);
+    this.abortIfStopping();
     this.status('waiting for the camera');
     this.startSource();
     this.startTimers();
@@ -192,7 +208,7 @@ export class Daemon {
         queue_max_bytes: m.queue_max_mb * 2 ** 20,
         queue_fsync: m.queue_fsync,
         max_packet_bytes: c.commands.max_bytes + 4096,
-        commands: { control: c.commands.control, token: c.commands.token, maxBytes: c.commands.max_bytes },
+        commands: commandPolicy(c),
       },
       {
         log: this.log,
@@ -355,10 +371,12 @@ export class Daemon {
       }
       return;
     }
-    this.busy = this.process(job).finally(() => {
-      this.busy = null;
-      this.pump();
-    });
+    this.busy = this.process(job)
+      .catch((e: Error) => this.log('error', `frame ${job.frame.id}: ${e.message}`))
+      .finally(() => {
+        this.busy = null;
+        this.pump();
+      });
   }
 
   private async process(job: Job): Promise<void> {
@@ -511,42 +529,59 @@ export class Daemon {
     const path = name ? this.bundles.resolve(name) : this.worker!.bundle.path;
     // The worker finishes the frame in hand, swaps the bundle, then takes the next frame.
     const b = await this.worker!.reload(path);
-    this.bundles.remember(path, this.cfg.bundle);
+    try {
+      this.bundles.remember(path, this.cfg.bundle);
+    } catch (e) {
+      this.log('warn', `bundle ${path} is active, but could not be remembered for the next start: ${(e as Error).message}`);
+    }
     this.emit((x) => x.bundle(b));
     this.log('info', `bundle reloaded: ${b.bundle_id} from ${path} (${b.clusters.length} clusters)`);
     return b;
   }
 
   /** SIGTERM: stop capture, finish frames bound to triggers, answer the rest, flush verdicts, exit. */
+  /**
+   * SIGTERM: one deadline for the whole shutdown (STOP_BUDGET_MS, under the CLI's 15 s backstop and
+   * the unit's TimeoutStopSec), so no step — a stuck frame, a silent broker — can eat the others' time.
+   */
   async stop(reason: string): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    const deadline = Date.now() + STOP_BUDGET_MS;
+    const left = (reserve = 0) => Math.max(0, deadline - reserve - Date.now());
     this.notifier.stopping();
     this.log('info', `stopping (${reason})`);
     for (const t of this.timers) clearInterval(t);
     if (this.retryTimer) clearTimeout(this.retryTimer);
-    await this.source?.stop();
-    await this.busy;
-    await this.finishBound(this.scheduler.stop());
-    for (const x of this.extensions) await x.stop().catch((e: Error) => this.log('warn', `extension stop: ${e.message}`));
-    await this.closeMqtt();
-    await this.worker?.close();
-    await this.broker?.close();
-    await new Promise<void>((r) => (this.httpServer ? this.httpServer.close(() => r()) : r()));
+    await within(this.source?.stop(), 2000);
+    await within(this.busy, 3000);
+    await this.finishBound(this.scheduler.stop(), Math.min(STOP_FINISH_MS, left(6000)));
+    for (const x of this.extensions)
+      await within(
+        x.stop().catch((e: Error) => this.log('warn', `extension stop: ${e.message}`)),
+        2000,
+      );
+    await this.closeMqtt(Math.max(1000, left(2500)));
+    await within(this.worker?.close(), 2000);
+    await within(this.broker?.close(), 500);
+    await within(new Promise<void>((r) => (this.httpServer ? this.httpServer.close(() => r()) : r())), 500);
     this.log('info', 'stopped');
   }
 
-  private async finishBound(jobs: Job[]): Promise<void> {
-    const until = Date.now() + STOP_FINISH_MS;
+  private async finishBound(jobs: Job[], budgetMs: number): Promise<void> {
+    const until = Date.now() + budgetMs;
     for (const job of jobs) {
-      if (Date.now() < until && this.worker?.alive) await this.process(job);
-      else if (job.trigger) this.publishNoFrame(job.trigger, 'stopping');
+      if (Date.now() < until && this.worker?.alive) await within(this.process(job), until - Date.now());
+      else {
+        if (job.trigger) this.publishNoFrame(job.trigger, 'stopping');
+        job.snapshot?.(null);
+      }
     }
   }
 
-  private async closeMqtt(): Promise<void> {
+  private async closeMqtt(timeoutMs: number): Promise<void> {
     if (!this.mqtt) return;
-    const left = await this.mqtt.stop();
+    const left = await this.mqtt.stop(timeoutMs);
     if (left.onDisk) this.log('warn', `${left.onDisk} verdict(s) not yet acknowledged by the broker: kept on disk in ${this.cfg.mqtt.store_dir}, sent at the next start`);
     if (left.memoryOnly) this.log('error', `${left.memoryOnly} verdict(s) could not be written to ${this.cfg.mqtt.store_dir} (${this.mqtt.queue.storeError}) and were not acknowledged: they are lost`);
   }

@@ -63,6 +63,7 @@ export class FrameScheduler {
   private cameraUp = true;
   private lastStart = 0;
   private triggerSeq = 0;
+  private stopped = false;
 
   constructor(
     private readonly o: SchedulerOptions,
@@ -86,6 +87,7 @@ export class FrameScheduler {
   }
 
   offerFrame(frame: Frame): void {
+    if (this.stopped) return;
     this.expire();
     const snap = this.snapshots.shift();
     if (snap) {
@@ -122,6 +124,7 @@ export class FrameScheduler {
 
   trigger(partId: string | null): void {
     const t: Trigger = { partId, at: this.clock.now(), seq: ++this.triggerSeq };
+    if (this.stopped) return this.ev.noFrame(t, 'stopping');
     if (this.o.mode !== 'mqtt') {
       this.ev.dropped('trigger', `trigger ${partId ?? '(no part id)'} ignored: trigger.mode is "${this.o.mode}"`);
       return;
@@ -203,7 +206,9 @@ export class FrameScheduler {
    * still waiting for a frame are answered NO_FRAME.
    */
   stop(): Job[] {
+    this.stopped = true;
     this.answerPending('stopping');
+    for (const w of this.snapshots.splice(0)) w(null);
     this.newest = null;
     return this.ready.splice(0);
   }

@@ -4,11 +4,11 @@
  * stream with its no-loss guarantee stays on the JSON topics.
  */
 import { SparkplugNode, type StationMetrics } from '../publish/sparkplug/index.ts';
-import { authorize, type CommandPolicy } from '../publish/commands.ts';
+import { authorize } from '../publish/commands.ts';
 import type { VerdictPayload } from '../publish/payloads.ts';
 import type { CommandName } from '../publish/topics.ts';
 import type { BundleSummary } from '../inspect/protocol.ts';
-import type { DaemonConfig } from './config.ts';
+import { commandPolicy, type DaemonConfig } from './config.ts';
 import type { Logger } from './log.ts';
 
 export interface StationEvents {
@@ -26,7 +26,7 @@ export class SparkplugBridge implements StationEvents {
   private constructor(private readonly node: SparkplugNode) {}
 
   static async start(c: DaemonConfig, mqtt: { url: string; protocol: 4 | 5 }, run: (name: CommandName, body: Record<string, unknown>) => Promise<unknown>, log: Logger): Promise<SparkplugBridge> {
-    const policy: CommandPolicy = { control: c.commands.control, token: c.commands.token, maxBytes: c.commands.max_bytes };
+    const policy = commandPolicy(c);
     const sp = c.sparkplug;
     const m = c.mqtt;
     const node = new SparkplugNode(
