@@ -63,6 +63,8 @@ export interface StatsPayload {
   dropped: number;
   verdicts: Record<Verdict, number>;
   triggers: { received: number; refused: number; no_frame: number; pending: number };
+  /** defect regions on NG parts per defect type since start ("untyped" without types in the bundle) */
+  defect_regions: Record<string, number>;
   inference_errors: number;
   worker_restarts: number;
   latency_ms: { p50: number; p95: number; p99: number } | null;

@@ -437,7 +437,11 @@ export class Daemon {
     this.stats.verdict(p.verdict, p.latency_ms.capture_to_verdict);
     this.metrics.framesInspected.inc();
     this.metrics.verdicts.inc({ cluster: p.cluster ?? 'unknown', verdict: p.verdict });
-    for (const r of p.regions ?? []) this.metrics.defectRegions.inc({ cluster: p.cluster ?? 'unknown', type: r.type ?? 'untyped' });
+    for (const r of p.regions ?? []) {
+      const type = r.type ?? 'untyped';
+      this.metrics.defectRegions.inc({ cluster: p.cluster ?? 'unknown', type });
+      this.stats.defectRegions[type] = (this.stats.defectRegions[type] ?? 0) + 1;
+    }
     if (triggered) this.metrics.triggers.inc({ outcome: 'inspected' });
     for (const [k, v] of Object.entries(p.latency_ms)) this.metrics.stage.observe({ stage: k }, v / 1000);
     this.emit((x) => x.verdict(p, { ...this.stats.verdicts }, this.stats.latencyPercentiles()));
@@ -473,6 +477,7 @@ export class Daemon {
       dropped: s.dropped,
       verdicts: { ...s.verdicts },
       triggers: { ...s.triggers, pending: this.scheduler.pendingTriggers },
+      defect_regions: { ...s.defectRegions },
       inference_errors: s.errors,
       worker_restarts: s.workerRestarts,
       latency_ms: s.latencyPercentiles(),

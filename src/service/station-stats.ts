@@ -13,6 +13,8 @@ export class StationStats {
   archiveErrors = 0;
   readonly verdicts: Record<Verdict, number> = { OK: 0, NG: 0, UNKNOWN: 0, NO_FRAME: 0 };
   readonly triggers = { received: 0, refused: 0, no_frame: 0 };
+  /** defect regions per type ("untyped" without defect types in the bundle) */
+  readonly defectRegions: Record<string, number> = {};
   private readonly latency: number[] = [];
 
   verdict(v: Verdict, captureToVerdictMs?: number): void {
