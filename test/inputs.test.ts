@@ -4,8 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, rmdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { crc32 } from 'node:zlib';
@@ -598,4 +598,32 @@ test('writeFileAtomic creates files 0640', () => {
     process.umask(old);
   }
   assert.equal(statSync(join(dir, 'f')).mode & 0o777, 0o640);
+});
+
+test('folder replay: a FIFO and a link to /dev/zero named like images are skipped at once, memory flat, and stop() returns', { timeout: 20_000 }, async () => {
+  const dir = tempDir('inputs-special');
+  await writePng(join(dir, 'a_good.png'), syntheticPart(32, 1), 32, 32);
+  execFileSync('mkfifo', [join(dir, 'b_fifo.png')]);
+  symlinkSync('/dev/zero', join(dir, 'c_zero.png'));
+  await writePng(join(dir, 'd_good.png'), syntheticPart(32, 2), 32, 32);
+  const rss0 = process.memoryUsage().rss;
+  const src = new FolderSource({ path: dir, fps: 200, loop: false });
+  const states: [SourceState, string][] = [];
+  const frames: string[] = [];
+  await new Promise<void>((resolve) =>
+    src.start({
+      frame: (f) => frames.push(f.path!),
+      state: (s, d) => {
+        states.push([s, d]);
+        if (s === 'ended') resolve();
+      },
+    }),
+  );
+  await src.stop();
+  assert.deepEqual(
+    frames.map((p) => p.slice(dir.length + 1)),
+    ['a_good.png', 'd_good.png'],
+  );
+  assert.ok(states.filter(([, d]) => /not a regular file/.test(d)).length === 2, JSON.stringify(states));
+  assert.ok(process.memoryUsage().rss - rss0 < 100 * 2 ** 20, 'nothing read without bound');
 });

@@ -254,4 +254,32 @@ test('health and watchdog: a dead worker, a failing store, a lost camera each sh
   assert.equal(watchdogOk(facts({ lastInspected: 1, now: 70_000 })), false, 'free-run without inspections for stall_s');
   assert.equal(watchdogOk(facts({ mode: 'mqtt', lastInspected: 1, now: 70_000 })), true, 'trigger mode idles by design');
   assert.equal(watchdogOk(facts({ camera: 'lost' })), false);
+  // Health and watchdog agree about a stalled free-run (a replay stuck on a file, a frozen camera).
+  assert.match(assessHealth(facts({ lastInspected: 1, now: 70_000 })).reasons.join(), /no frame inspected for 70 s/);
+  assert.equal(assessHealth(facts({ mode: 'mqtt', lastInspected: 1, now: 70_000 })).ok, true);
+});
+
+test('scheduler: a trigger flood while paused is answered up to the bound per second, the rest refused; snapshots are bounded and answered in order', () => {
+  const { s, clock, noFrame, dropped, frame } = rig({ triggerQueueMax: 4 });
+  s.pause();
+  for (let i = 0; i < 1000; i++) s.trigger(`P-${i}`);
+  assert.equal(noFrame.length, 4);
+  assert.equal(dropped.filter((d) => /refused: more than 4 triggers a second while paused/.test(d)).length, 996);
+  clock.t += 1000;
+  s.trigger('later');
+  assert.equal(noFrame.at(-1)!.t.partId, 'later', 'a new second, a new allowance');
+  const order: number[] = [];
+  for (let i = 0; i < 4; i++)
+    assert.equal(
+      s.requestSnapshot(() => order.push(i)),
+      true,
+    );
+  assert.equal(
+    s.requestSnapshot(() => order.push(99)),
+    false,
+    'the fifth waiting snapshot is refused',
+  );
+  for (let i = 0; i < 4; i++) s.offerFrame(frame());
+  for (let j = s.next(); j; j = s.next()) j.snapshot?.(null);
+  assert.deepEqual(order, [0, 1, 2, 3], 'snapshots answered in the order they were asked');
 });

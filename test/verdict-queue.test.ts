@@ -4,7 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync, existsSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync, existsSync, statSync, symlinkSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -124,6 +125,54 @@ test('verdict queue: EROFS at open leaves a memory-only queue that still queues,
   assert.equal(q.depth, 0);
   q.push('f/2', '{}');
   assert.deepEqual(await q.close(), { onDisk: 0, memoryOnly: 1 });
+});
+
+test('verdict queue: a store that cannot be opened at boot is retried; when it opens, the old records and the memory ones are all kept, in order', async () => {
+  const dir = tmp('boot-retry');
+  const first = await opener(dir).open();
+  first.push('old/1', '{"n":1}');
+  await settle(first, 1);
+  await first.close();
+  const { fs, fail } = faultyFs();
+  fail.mkdir = 'ENOSPC';
+  const { logs, open } = opener(dir, { fs, retryMs: 50 });
+  const q = await open();
+  assert.match(q.storeError!, /ENOSPC.*memory only.*retrying/);
+  const a = q.push('new/1', '{}');
+  const b = q.push('new/2', '{}');
+  assert.ok(a > 1e15 && b === a + 1, 'memory verdicts are numbered above anything on disk');
+  await sleep(200);
+  assert.equal(logs.filter((l) => /unusable/.test(l)).length, 1, 'the same problem is logged once, not on every retry');
+  fail.mkdir = undefined;
+  await waitFor('store usable', () => q.storeError === null && q.stats.onDisk === 3, 3000, 20);
+  assert.deepEqual(
+    [...q.seqs()].sort((x, y) => x - y),
+    [1, a, b],
+  );
+  assert.ok(logs.some((l) => /usable now/.test(l)));
+  await q.close();
+  const again = await opener(dir).open();
+  assert.equal(again.depth, 3, 'all three survive a restart');
+  await again.close();
+});
+
+test('verdict queue: planted FIFOs, devices and out-of-range numbers in the store are moved aside without blocking start-up', { timeout: 20_000 }, async () => {
+  const dir = tmp('planted');
+  const q = await opener(dir).open();
+  q.push('f/1', '{}');
+  await settle(q, 1);
+  await q.close();
+  const v = join(dir, 'verdicts');
+  execFileSync('mkfifo', [join(v, '0000000000000005.v')]);
+  symlinkSync('/dev/zero', join(v, '0000000000000006.v'));
+  writeFileSync(join(v, '9999999999999998.v'), encodeRecord(9999999999999998, 'f/big', Buffer.from('{}')));
+  const t0 = Date.now();
+  const again = await opener(dir).open();
+  assert.ok(Date.now() - t0 < 5000, 'start-up did not block');
+  assert.deepEqual([...again.seqs()], [1]);
+  assert.equal(again.stats.corrupt, 3);
+  assert.equal(again.push('f/2', '{}'), 7, 'numbering continues after the highest in-range record, damaged ones included, never from a planted huge number');
+  await again.close();
 });
 
 test('verdict queue: damaged records and unknown files are moved to corrupt/ with a warning, stale temp files deleted', async () => {

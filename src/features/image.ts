@@ -3,7 +3,8 @@
  * evaluation) are decoded here. sharp/libvips handles PNG and JPEG; BMP, which libvips lacks but
  * machine-vision tools still write, has a small reader of its own.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 import sharp from 'sharp';
 
 export interface RgbImage {
@@ -150,13 +151,35 @@ export async function readImage(path: string, limits: DecodeLimits = {}): Promis
   const maxPixels = limits.maxPixels ?? DEFAULT_MAX_PIXELS;
   let bytes: Uint8Array;
   try {
-    const size = (await stat(path)).size;
-    if (size > maxFileBytes(maxPixels)) throw new Error(`${size} bytes is more than an image of ${maxPixels} pixels needs`);
-    bytes = await readFile(path);
+    bytes = await readRegularFile(path, maxFileBytes(maxPixels), `an image of ${maxPixels} pixels`);
   } catch (e) {
     throw new ImageDecodeError(`cannot read image ${path}: ${(e as Error).message}`);
   }
   return decodeImage(bytes, path, { maxPixels });
+}
+
+/**
+ * A regular file of at most `maxBytes`: opened without blocking (a FIFO cannot stall the open) and
+ * checked on the opened handle, so a device (/dev/zero), a pipe or a file that grows is never read
+ * without bound.
+ */
+async function readRegularFile(path: string, maxBytes: number, what: string): Promise<Uint8Array> {
+  const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new Error('not a regular file');
+    if (st.size > maxBytes) throw new Error(`${st.size} bytes is more than ${what} needs`);
+    const buf = Buffer.alloc(st.size);
+    let off = 0;
+    while (off < st.size) {
+      const { bytesRead } = await fh.read(buf, off, st.size - off, off);
+      if (bytesRead === 0) break;
+      off += bytesRead;
+    }
+    return buf.subarray(0, off);
+  } finally {
+    await fh.close();
+  }
 }
 
 /**

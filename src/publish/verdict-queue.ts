@@ -16,9 +16,8 @@
  * writing is retried; when the store is locked by another live process the queue is memory-only for
  * the life of this process (sharing the directory would interleave two queues' sequence numbers).
  */
-import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { promises as fsp, readFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, promises as fsp, openSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
@@ -38,8 +37,8 @@ export interface QueueFs {
 export const nodeQueueFs: QueueFs = {
   mkdir: async (p) => void (await fsp.mkdir(p, { recursive: true })),
   readdir: (p) => fsp.readdir(p),
-  readFile: (p) => fsp.readFile(p),
-  readFileSync: (p) => readFileSync(p),
+  readFile: (p) => readRecordFile(p),
+  readFileSync: (p) => readRecordFileSync(p),
   async writeFile(p, data, o) {
     const fh = await fsp.open(p, o.exclusive ? 'wx' : 'w', o.mode);
     try {
@@ -52,6 +51,39 @@ export const nodeQueueFs: QueueFs = {
   rename: (a, b) => fsp.rename(a, b),
   unlink: (p) => fsp.unlink(p),
 };
+
+/*
+ * Anything can be planted in a store folder: a FIFO must not block the open, a device (/dev/zero) or
+ * a huge file must not be read without bound. Records are regular files of bounded size.
+ */
+const RECORD_OPEN = constants.O_RDONLY | constants.O_NONBLOCK;
+
+function checkRecordStat(size: number, isFile: boolean): void {
+  if (!isFile) throw new Error('not a regular file');
+  if (size > MAX_RECORD_BYTES) throw new Error(`${size} bytes: too large for a verdict record`);
+}
+
+async function readRecordFile(p: string): Promise<Buffer> {
+  const fh = await fsp.open(p, RECORD_OPEN);
+  try {
+    const st = await fh.stat();
+    checkRecordStat(st.size, st.isFile());
+    return await fh.readFile();
+  } finally {
+    await fh.close();
+  }
+}
+
+function readRecordFileSync(p: string): Buffer {
+  const fd = openSync(p, RECORD_OPEN);
+  try {
+    const st = fstatSync(fd);
+    checkRecordStat(st.size, st.isFile());
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
 
 export type QueueLog = (level: 'info' | 'warn' | 'error', msg: string) => void;
 
@@ -105,6 +137,12 @@ const VERSION = 1;
 const HEAD = 24;
 const SUM = 32;
 const REC_NAME = /^(\d{16})\.v$/;
+/** numbers stay exact integers well past any real queue's lifetime */
+const MAX_SEQ = 8e15;
+/** first number of verdicts queued while the store could not be opened (above any disk record) */
+const MEMORY_SEQ_BASE = 4e15;
+/** a record is a verdict JSON: anything larger on disk is not one of ours */
+const MAX_RECORD_BYTES = 16 * 2 ** 20;
 const WRITE_CONCURRENCY = 8;
 /** start-up reads between two yields to the event loop: keeps each block of it short */
 const LOAD_CHUNK = 500;
@@ -178,6 +216,8 @@ export class VerdictQueue {
   private readonly recs = new Map<number, Rec>();
   private readonly writeQ = new Set<Rec>();
   private nextSeq = 1;
+  private openTimer: NodeJS.Timeout | null = null;
+  private lastOpenProblem = '';
   private totalBytes = 0;
   private onDiskCount = 0;
   private droppedCount = 0;
@@ -273,6 +313,7 @@ export class VerdictQueue {
   async close(timeoutMs = 2000): Promise<{ onDisk: number; memoryOnly: number }> {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.openTimer) clearTimeout(this.openTimer);
     this.writeQ.clear();
     this.flushDropLog();
     await this.bounded(new Promise<void>((r) => (this.writing === 0 ? r() : this.idleWaiters.push(r))), timeoutMs);
@@ -294,21 +335,51 @@ export class VerdictQueue {
   }
 
   private async init(): Promise<void> {
-    try {
-      await this.fs.mkdir(this.vdir);
-    } catch (e) {
-      return this.memoryOnly(`cannot create ${this.vdir} (${errText(e)})`);
-    }
-    const lockProblem = await this.takeLock();
-    if (lockProblem) return this.memoryOnly(lockProblem);
-    this.persistent = true;
+    const problem = await this.openStore();
+    if (problem) return this.memoryOnly(problem);
     warnAboutLevelStore(this.o.dir, this.o.log);
     await this.load();
   }
 
+  /** null once the folder exists and this process holds its lock, else why not. */
+  private async openStore(): Promise<string | null> {
+    try {
+      await this.fs.mkdir(this.vdir);
+    } catch (e) {
+      return `cannot create ${this.vdir} (${errText(e)})`;
+    }
+    const lockProblem = await this.takeLock();
+    if (lockProblem) return lockProblem;
+    this.persistent = true;
+    return null;
+  }
+
+  /**
+   * The store is tried again every retryMs (a full disk gets space, a second daemon exits). Memory
+   * verdicts are numbered far above anything on disk, so the records found when it opens are older
+   * and never share a number with them.
+   */
   private memoryOnly(why: string): void {
-    this.error = `verdict store unusable: ${why}; verdicts are kept in memory only (lost if the daemon stops before the broker acknowledges them)`;
-    this.o.log('error', this.error);
+    this.error = `verdict store unusable: ${why}; verdicts are kept in memory only (lost if the daemon stops before the broker acknowledges them); retrying`;
+    if (why !== this.lastOpenProblem) this.o.log('error', this.error);
+    this.lastOpenProblem = why;
+    this.nextSeq = Math.max(this.nextSeq, MEMORY_SEQ_BASE);
+    if (this.closed) return;
+    this.openTimer = setTimeout(() => void this.retryOpen(), this.o.retryMs ?? 5000);
+    this.openTimer.unref();
+  }
+
+  private async retryOpen(): Promise<void> {
+    this.openTimer = null;
+    if (this.closed) return;
+    const problem = await this.openStore();
+    if (problem) return this.memoryOnly(problem);
+    this.error = null;
+    this.errorCode = '';
+    this.o.log('info', `verdict store ${this.o.dir} is usable now: writing the ${this.recs.size} verdict(s) held in memory`);
+    const held = [...this.recs.values()];
+    await this.load();
+    for (const r of held) if (r.disk === 'no' && !r.gone) this.queueWrite(r);
   }
 
   /** null when this process now holds the lock, else why not. */
@@ -355,8 +426,8 @@ export class VerdictQueue {
       if (name.endsWith('.tmp')) {
         const seq = await this.recoverTemp(name);
         if (seq !== null) found.push(seq);
-      } else if (m) found.push(Number(m[1]));
-      else bad.push({ name, why: 'not a verdict record name' });
+      } else if (m && Number(m[1]) < MAX_SEQ) found.push(Number(m[1]));
+      else bad.push({ name, why: m ? 'sequence number out of range' : 'not a verdict record name' });
     }
     found.splice(0, found.length, ...new Set(found));
     const sizes = await mapChunked(found, (seq) => this.checkRecord(seq));
@@ -367,7 +438,7 @@ export class VerdictQueue {
       this.totalBytes += size;
       this.onDiskCount++;
     });
-    this.nextSeq = Math.max(0, ...found.slice(-1)) + 1;
+    this.nextSeq = Math.max(this.nextSeq, (found.at(-1) ?? 0) + 1);
     await this.quarantine(bad);
     if (this.recs.size)
       this.o.log('info', `verdict queue ${this.o.dir}: ${this.recs.size} verdict(s) (${(this.totalBytes / 2 ** 20).toFixed(1)} MB) waiting from before, read in ${Date.now() - t0} ms`);

@@ -460,7 +460,8 @@ export class Daemon {
     this.metrics.triggers.inc({ outcome: 'no_frame' });
     this.metrics.verdicts.inc({ cluster: 'none', verdict: 'NO_FRAME' });
     this.emit((x) => x.verdict(p, { ...this.stats.verdicts }, this.stats.latencyPercentiles()));
-    this.log('warn', `trigger ${t.partId ?? '(no part id)'}: NO_FRAME (${reason})`);
+    const n = this.stats.triggers.no_frame;
+    if (n <= 10 || n % 1000 === 0) this.log('warn', `trigger ${t.partId ?? '(no part id)'}: NO_FRAME (${reason})${n > 10 ? ` (${n} so far)` : ''}`);
   }
 
   statsPayload(): StatsPayload {
@@ -518,13 +519,18 @@ export class Daemon {
       const done = (v: VerdictPayload | null) => {
         clearTimeout(timer);
         if (v) resolveSnap(v);
-        else reject(new Error('inference of the snapshot frame failed (see the log)'));
+        else reject(new Error(this.stopping ? 'the station is stopping' : 'inference of the snapshot frame failed (see the log)'));
       };
       const timer = setTimeout(() => {
         this.scheduler.cancelSnapshot(done);
-        reject(new Error(`no frame within ${timeout} ms: camera ${this.camera.state}`));
+        reject(new Error(`no snapshot within ${timeout} ms (camera ${this.camera.state}, ${this.scheduler.waiting} frame(s) waiting for inference)`));
       }, timeout);
-      this.scheduler.requestSnapshot(done);
+      timer.unref();
+      if (!this.scheduler.requestSnapshot(done)) {
+        clearTimeout(timer);
+        reject(new Error(`too many snapshots waiting (${this.cfg.trigger.queue_max}, trigger.queue_max): try again`));
+        return;
+      }
       this.pump();
     });
   }

@@ -35,7 +35,14 @@ export function assessHealth(f: HealthFacts): Health {
   if (!f.mqttConnected) reasons.push('MQTT broker not connected (verdicts are queued on disk)');
   if (!f.workerAlive) reasons.push('inference worker not answering');
   if (f.storeError) reasons.push(`verdict store: ${f.storeError}`);
+  if (f.ready && !inspectingOrIdle(f)) reasons.push(`no frame inspected for ${Math.round((f.now - (f.lastInspected || f.startedAt)) / 1000)} s`);
   return { ok: reasons.length === 0, reasons };
+}
+
+/** Frames were inspected within stall_s, or the line is idle by design (trigger mode, paused, replay ended). */
+function inspectingOrIdle(f: HealthFacts): boolean {
+  const idleByDesign = f.mode === 'mqtt' || f.paused || f.camera === 'ended';
+  return idleByDesign || f.now - (f.lastInspected || f.startedAt) < f.stallMs;
 }
 
 /**
@@ -45,7 +52,5 @@ export function assessHealth(f: HealthFacts): Health {
  */
 export function watchdogOk(f: HealthFacts): boolean {
   if (!f.ready || f.stopping || !f.workerAlive || f.camera === 'lost') return false;
-  const idleByDesign = f.mode === 'mqtt' || f.paused || f.camera === 'ended';
-  const fresh = f.now - (f.lastInspected || f.startedAt) < f.stallMs;
-  return fresh || idleByDesign;
+  return inspectingOrIdle(f);
 }

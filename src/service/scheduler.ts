@@ -64,6 +64,7 @@ export class FrameScheduler {
   private lastStart = 0;
   private triggerSeq = 0;
   private stopped = false;
+  private answerWindow = { start: 0, count: 0 };
 
   constructor(
     private readonly o: SchedulerOptions,
@@ -91,7 +92,9 @@ export class FrameScheduler {
     this.expire();
     const snap = this.snapshots.shift();
     if (snap) {
-      this.ready.unshift({ frame, snapshot: snap });
+      // ahead of ordinary frames, behind earlier snapshots: requests are answered in order
+      const at = this.ready.findIndex((j) => !j.snapshot);
+      this.ready.splice(at < 0 ? this.ready.length : at, 0, { frame, snapshot: snap });
       return;
     }
     if (this.paused) return;
@@ -129,13 +132,27 @@ export class FrameScheduler {
       this.ev.dropped('trigger', `trigger ${partId ?? '(no part id)'} ignored: trigger.mode is "${this.o.mode}"`);
       return;
     }
-    if (this.paused) return this.ev.noFrame(t, 'paused');
-    if (!this.cameraUp) return this.ev.noFrame(t, 'camera lost');
+    if (this.paused) return this.answerAtOnce(t, 'paused');
+    if (!this.cameraUp) return this.answerAtOnce(t, 'camera lost');
     if (this.pending.length >= this.o.triggerQueueMax) {
       this.ev.dropped('trigger', `trigger ${partId ?? '(no part id)'} refused: ${this.o.triggerQueueMax} triggers already wait for frames (trigger.queue_max)`);
       return;
     }
     this.pending.push(t);
+  }
+
+  /**
+   * Immediate NO_FRAME answers are bounded like waiting triggers (triggerQueueMax per second): a
+   * flood while paused would otherwise become a flood of queued verdicts and log lines.
+   */
+  private answerAtOnce(t: Trigger, reason: NoFrameReason): void {
+    const now = this.clock.now();
+    if (now - this.answerWindow.start >= 1000) this.answerWindow = { start: now, count: 0 };
+    if (++this.answerWindow.count > this.o.triggerQueueMax) {
+      this.ev.dropped('trigger', `trigger ${t.partId ?? '(no part id)'} refused: more than ${this.o.triggerQueueMax} triggers a second while ${reason}`);
+      return;
+    }
+    this.ev.noFrame(t, reason);
   }
 
   /** Answers triggers whose window has passed; call periodically. */
@@ -159,8 +176,11 @@ export class FrameScheduler {
     for (const t of all) this.ev.noFrame(t, reason);
   }
 
-  requestSnapshot(w: SnapshotWaiter): void {
+  /** false when `triggerQueueMax` snapshots already wait (the caller answers the request itself). */
+  requestSnapshot(w: SnapshotWaiter): boolean {
+    if (this.snapshots.length >= this.o.triggerQueueMax) return false;
     this.snapshots.push(w);
+    return true;
   }
   cancelSnapshot(w: SnapshotWaiter): void {
     const i = this.snapshots.indexOf(w);
