@@ -11,6 +11,10 @@ import type { FeatureSettings } from './features/extractor.ts';
 import type { CoresetSettings } from './score/patchcore.ts';
 import { KEY_MODES, type KeyMode, type LimitRule } from './route/router.ts';
 
+/** How held-out good scores (and so thresholds) are computed: k fold banks, or one bank with each image's own rows masked. */
+export const HELD_OUT_METHODS = ['kfold', 'leave-self-out'] as const;
+export type HeldOutMethod = (typeof HELD_OUT_METHODS)[number];
+
 export interface EngineConfig {
   backbone: string;
   features: { input_size: string; fit: FitMode; pre_dim: number; dim: number };
@@ -20,6 +24,7 @@ export interface EngineConfig {
   calibration: {
     frr_target: number;
     folds: number;
+    held_out: HeldOutMethod;
     threshold: 'frr' | 'f1';
     min_cluster_size: number;
     min_silhouette: number;
@@ -69,6 +74,7 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
   const k = c.calibration;
   check(typeof k.frr_target === 'number' && k.frr_target > 0 && k.frr_target < 0.5, 'calibration.frr_target', k.frr_target, 'a false-reject rate in (0, 0.5), e.g. 0.005 for 0.5%');
   check(int(k.folds) && k.folds >= 2 && k.folds <= 20, 'calibration.folds', k.folds, 'an integer from 2 to 20');
+  check(HELD_OUT_METHODS.includes(k.held_out), 'calibration.held_out', k.held_out, `one of ${HELD_OUT_METHODS.join(', ')}`);
   check(k.threshold === 'frr' || k.threshold === 'f1', 'calibration.threshold', k.threshold, '"frr" (from good images) or "f1" (needs --defects)');
   check(int(k.min_cluster_size) && k.min_cluster_size >= 2, 'calibration.min_cluster_size', k.min_cluster_size, 'an integer >= 2 (and >= folds)');
   check(typeof k.min_silhouette === 'number' && k.min_silhouette >= -1 && k.min_silhouette <= 1, 'calibration.min_silhouette', k.min_silhouette, 'a number in [-1, 1]');

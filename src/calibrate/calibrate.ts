@@ -1,13 +1,17 @@
 /**
  * `hiercore-edge calibrate`: from nominal images only, find the product types (FINCH + silhouette, or
  * folder labels), and build per cluster a PatchCore bank, routing keys with a routing limit, and a
- * threshold from k-fold held-out scores. Returns a Bundle; the caller writes it.
+ * threshold from held-out scores (k fold banks, or the one bank with each image's own rows masked).
+ * Returns a Bundle; the caller writes it.
  */
 import { readImage, type RgbImage } from '../features/image.ts';
 import type { FeatureSettings } from '../features/extractor.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
 import type { ExecutionProvider } from '../features/session.ts';
-import { bankFromPatches, scorerOptionsFor, type CoresetSettings, type ScoringRuntime } from '../score/patchcore.ts';
+import { bankFromPatches, coresetBank, scorerOptionsFor, type CoresetSettings, type ScoringRuntime } from '../score/patchcore.ts';
+import { MaskedScorer, rowSources } from '../score/held-out.ts';
+import type { FeatureExtractor } from '../features/extractor.ts';
+import type { HeldOutMethod } from '../config.ts';
 import { PatchScorer } from '../score/scorer.ts';
 import { clusterEmbeddings, dot, normaliseRows, poseScaleOf, type ClusteringOptions, type ClusteringResult, type PoseScales } from '../route/finch.ts';
 import { keyDistances, leaveOneOutDistances, routingLimit, selectKeys, type KeyMode, type LimitRule } from '../route/router.ts';
@@ -31,6 +35,8 @@ export interface CalibrationOptions {
   clustering: ClusteringOptions;
   frrTarget: number;
   folds: number;
+  /** held-out scores from k fold banks (absent: kfold) or from the full bank without each image's rows */
+  heldOut?: HeldOutMethod;
   keyMode: KeyMode;
   keyCount: number;
   limit: LimitRule;
@@ -172,7 +178,9 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
     } else {
       if (n < opts.clustering.minClusterSize)
         throw new CalibrationError(`${n} images are fewer than the minimum cluster size ${opts.clustering.minClusterSize}: add nominal images or lower calibration.min_cluster_size`);
+      progress?.('clustering', 0, 1);
       clustering = clusterEmbeddings(semantic, n, dim, opts.clustering, emb.pose);
+      progress?.('clustering', 1, 1);
       part = { labels: clustering.labels, count: clustering.count, names: Array.from({ length: clustering.count }, (_, i) => `cluster-${i}`) };
       log(`clustering: ${clustering.reason}`);
     }
@@ -200,7 +208,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
       const limit = routingLimit(loo, opts.limit, poseScale);
 
       const paths = members.map((i) => opts.images[i]);
-      const cacheKey = `${sizeKey}|${opts.folds}|${paths.join('|')}`;
+      const cacheKey = `${sizeKey}|${heldOutMethod(opts)}|${opts.folds}|${paths.join('|')}`;
       const { bank, heldOut } = opts.cache?.get(cacheKey) ?? (await buildClusterBank(paths, settings, name, pool, opts, progress));
       opts.cache?.set(cacheKey, { bank, heldOut });
       const frr = frrThreshold(heldOut, opts.frrTarget);
@@ -330,7 +338,11 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
   }
 }
 
-/** k-fold held-out scores of the members, then the bank from all of them. */
+function heldOutMethod(opts: Pick<CalibrationOptions, 'heldOut'>): HeldOutMethod {
+  return opts.heldOut ?? 'kfold';
+}
+
+/** The members' bank and their held-out scores, by the configured method. */
 async function buildClusterBank(
   paths: string[],
   settings: FeatureSettings,
@@ -341,13 +353,49 @@ async function buildClusterBank(
 ): Promise<{ bank: Bank; heldOut: number[] }> {
   const patches = await extractPatches(paths, pool, settings, progress, `[${name}] features`);
   const ex = await pool.get(settings);
-  const per = ex.patchCount * settings.dim;
-  const folds = Math.min(opts.folds, paths.length);
-  const fold = kFolds(paths.length, folds, opts.coreset.seed);
-  const heldOut = new Array<number>(paths.length);
+  const build = heldOutMethod(opts) === 'leave-self-out' ? leaveSelfOutBank : kFoldBank;
+  return build(ex, patches, paths.length, name, opts, progress);
+}
+
+type BankBuilder = (ex: FeatureExtractor, patches: Float32Array, images: number, name: string, opts: CalibrationOptions, progress?: ProgressFn) => Promise<{ bank: Bank; heldOut: number[] }>;
+
+/**
+ * One coreset; each member scored against it without its own rows. Costs one coreset and one kNN per
+ * image instead of k + 1 coresets.
+ */
+const leaveSelfOutBank: BankBuilder = async (ex, patches, images, name, opts, progress) => {
+  const per = ex.patchCount * ex.settings.dim;
+  const { bank, selected } = await coresetBank(ex, patches, images, opts.coreset, (s, d, t) => progress?.(`[${name}] bank ${s}`, d, t));
+  const scorer = await MaskedScorer.create(bank.vectors, bank.header.count, bank.header.dim, rowSources(selected, ex.patchCount), {
+    patchCount: ex.patchCount,
+    reweightNeighbours: opts.scoring.reweightNeighbours,
+    provider: opts.runtime.provider,
+    threads: opts.runtime.threads,
+  });
+  try {
+    const heldOut: number[] = [];
+    progress?.(`[${name}] held-out scores`, 0, images);
+    for (let i = 0; i < images; i++) {
+      heldOut.push(await scorer.scoreWithout(patches.subarray(i * per, (i + 1) * per), i));
+      progress?.(`[${name}] held-out scores`, i + 1, images);
+    }
+    return { bank, heldOut };
+  } finally {
+    await scorer.release();
+  }
+};
+
+/** k-fold held-out scores of the members, then the bank from all of them. */
+const kFoldBank: BankBuilder = async (ex, patches, images, name, opts, progress) => {
+  const per = ex.patchCount * ex.settings.dim;
+  const members = Array.from({ length: images }, (_, k) => k);
+  const folds = Math.min(opts.folds, images);
+  const fold = kFolds(images, folds, opts.coreset.seed);
+  const heldOut = new Array<number>(images);
+  progress?.(`[${name}] held-out folds`, 0, folds);
   for (let f = 0; f < folds; f++) {
-    const train = paths.map((_, k) => k).filter((k) => fold[k] !== f);
-    const test = paths.map((_, k) => k).filter((k) => fold[k] === f);
+    const train = members.filter((k) => fold[k] !== f);
+    const test = members.filter((k) => fold[k] === f);
     const sub = new Float32Array(train.length * per);
     train.forEach((k, j) => sub.set(patches.subarray(k * per, (k + 1) * per), j * per));
     const bank = await bankFromPatches(ex, sub, train.length, opts.coreset, (s, d, t) => progress?.(`[${name}] fold ${f + 1}/${folds} ${s}`, d, t));
@@ -355,10 +403,11 @@ async function buildClusterBank(
     const scores = await scoreRows(scorer, patches, per, test);
     test.forEach((k, j) => (heldOut[k] = scores[j]));
     await scorer.release();
+    progress?.(`[${name}] held-out folds`, f + 1, folds);
   }
-  const bank = await bankFromPatches(ex, patches, paths.length, opts.coreset, (s, d, t) => progress?.(`[${name}] bank ${s}`, d, t));
+  const bank = await bankFromPatches(ex, patches, images, opts.coreset, (s, d, t) => progress?.(`[${name}] bank ${s}`, d, t));
   return { bank, heldOut };
-}
+};
 
 export function scoringRuntime(opts: Pick<CalibrationOptions, 'scoring' | 'runtime'>): ScoringRuntime {
   return { sigma: opts.scoring.sigma, reweightNeighbours: opts.scoring.reweightNeighbours, provider: opts.runtime.provider, threads: opts.runtime.threads };

@@ -14,6 +14,7 @@ export function calibrationOptions(c: EngineConfig): Omit<CalibrationOptions, 'i
     clustering: { minSilhouette: k.min_silhouette, poseMerge: k.pose_merge, minClusterSize: k.min_cluster_size },
     frrTarget: k.frr_target,
     folds: k.folds,
+    heldOut: k.held_out,
     keyMode: k.keys,
     keyCount: k.key_count,
     limit: k.routing_limit,

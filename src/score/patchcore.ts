@@ -34,6 +34,11 @@ export async function buildBank(extractor: FeatureExtractor, images: string[], c
 
 /** A bank from patch features already extracted: `all` holds `images` x patchCount rows of `dim`. */
 export async function bankFromPatches(extractor: FeatureExtractor, all: Float32Array, images: number, cs: CoresetSettings, progress?: ProgressFn): Promise<Bank> {
+  return (await coresetBank(extractor, all, images, cs, progress)).bank;
+}
+
+/** bankFromPatches, also returning which rows of `all` were selected (held-out scoring masks by source image). */
+export async function coresetBank(extractor: FeatureExtractor, all: Float32Array, images: number, cs: CoresetSettings, progress?: ProgressFn): Promise<{ bank: Bank; selected: Int32Array }> {
   const D = extractor.settings.dim;
   const n = images * extractor.patchCount;
   if (all.length < n * D) throw new Error(`expected ${n}x${D} patch features, got ${all.length} values`);
@@ -60,7 +65,7 @@ export async function bankFromPatches(extractor: FeatureExtractor, all: Float32A
     dim: D,
     dtype: cs.dtype,
   };
-  return { header, vectors };
+  return { bank: { header, vectors }, selected: idx };
 }
 
 export interface Inspection {
