@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { MqttPublisher, type MqttSettings } from '../src/publish/mqtt-publisher.ts';
-import { Mosquitto, freePort, waitFor } from '../test/helpers/services.ts';
+import { Mosquitto, freePort, publisherSettings, waitFor } from '../test/helpers/services.ts';
 
 const N = 3000;
 const dir = mkdtempSync(join(tmpdir(), 'hce-fault-disk-'));
@@ -38,25 +38,7 @@ function fill(path: string): void {
 
 const logs: string[] = [];
 const store = join(mnt, 'store');
-const s = (url: string): MqttSettings => ({
-  url,
-  prefix: 'hce',
-  station: 'disk',
-  protocol_version: 5,
-  client_id: '',
-  username: '',
-  password: '',
-  ca: '',
-  cert: '',
-  key: '',
-  reject_unauthorized: true,
-  store_dir: store,
-  keepalive_s: 30,
-  commands: { control: false, token: '', maxBytes: 65536 },
-  queue_max: 200_000,
-  queue_max_bytes: 512 * 2 ** 20,
-  max_packet_bytes: 65536 + 4096,
-});
+const s = (url: string): MqttSettings => publisherSettings({ url, station: 'disk', store_dir: store, queue_max_bytes: 512 * 2 ** 20 });
 const ev = { log: (l: string, m: string) => logs.push(`[${l}] ${m}`), trigger: () => {}, command: async () => null, connection: () => {} };
 const verdict = (i: number) => JSON.stringify({ schema: 'hiercore-edge/verdict/1', frame_id: `disk/${i}`, frame: i, verdict: 'OK', score: 1.2, pad: 'x'.repeat(500) });
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { MqttPublisher, type MqttSettings } from '../src/publish/mqtt-publisher.ts';
-import { Mosquitto, freePort, waitFor } from '../test/helpers/services.ts';
+import { Mosquitto, freePort, publisherSettings, waitFor } from '../test/helpers/services.ts';
 
 const N = Number(process.argv.slice(2).find((a) => /^\d+$/.test(a)) ?? 70_000);
 const dir = mkdtempSync(join(tmpdir(), 'hce-fault-70k-'));
@@ -38,26 +38,7 @@ function verdict(i: number): string {
 }
 
 function publisher(url: string, store: string): MqttPublisher {
-  const s: MqttSettings = {
-    url,
-    prefix: 'hce',
-    station: 'fault',
-    protocol_version: 5,
-    client_id: '',
-    username: '',
-    password: '',
-    ca: '',
-    cert: '',
-    key: '',
-    reject_unauthorized: true,
-    store_dir: store,
-    keepalive_s: 30,
-    commands: { control: false, token: '', maxBytes: 65536 },
-    queue_max: 200_000,
-    queue_max_bytes: 512 * 2 ** 20,
-    max_packet_bytes: 65536 + 4096,
-    queue_fsync: process.argv.includes('--fsync'),
-  };
+  const s: MqttSettings = publisherSettings({ url, station: 'fault', store_dir: store, queue_max_bytes: 512 * 2 ** 20, queue_fsync: process.argv.includes('--fsync') });
   return new MqttPublisher(s, { log: (l, m) => l !== 'info' && console.error(`  [${l}] ${m.slice(0, 200)}`), trigger: () => {}, command: async () => null, connection: () => {} });
 }
 

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { VerdictQueue, encodeRecord, nodeQueueFs, type QueueFs, type VerdictQueueOptions } from '../src/publish/verdict-queue.ts';
 import { MqttPublisher, VERDICT_WINDOW, type MqttSettings } from '../src/publish/mqtt-publisher.ts';
-import { Mosquitto, freePort, waitFor, which } from './helpers/services.ts';
+import { Mosquitto, freePort, publisherSettings, waitFor, which } from './helpers/services.ts';
 
 const NO_MOSQUITTO = which('mosquitto') ? false : 'mosquitto is not installed (deploy/setup.sh installs it)';
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), `hce-vq-${p}-`));
@@ -259,26 +259,7 @@ test('verdict queue: the count and byte bounds drop the oldest, count them and l
 // ---- the publisher against a real broker ----
 
 function settings(o: Partial<MqttSettings>): MqttSettings {
-  return {
-    url: '',
-    prefix: 'hce',
-    station: 'vq',
-    protocol_version: 5,
-    client_id: '',
-    username: '',
-    password: '',
-    ca: '',
-    cert: '',
-    key: '',
-    reject_unauthorized: true,
-    store_dir: join(tmp('store'), 'store'),
-    keepalive_s: 30,
-    commands: { control: false, token: '', maxBytes: 65536 },
-    queue_max: 200_000,
-    queue_max_bytes: 2 ** 28,
-    max_packet_bytes: 65536 + 4096,
-    ...o,
-  };
+  return publisherSettings({ url: '', station: 'vq', store_dir: join(tmp('store'), 'store'), ...o });
 }
 
 function publisher(o: Partial<MqttSettings>) {

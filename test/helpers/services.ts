@@ -5,6 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { userInfo } from 'node:os';
 import mqtt from 'mqtt';
+import type { MqttSettings } from '../../src/publish/mqtt-publisher.ts';
 
 export function which(cmd: string): string | null {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
@@ -12,6 +13,28 @@ export function which(cmd: string): string | null {
 }
 
 export { freePort } from '../../src/util/net.ts';
+
+/** MqttPublisher settings for tests and fault scripts: a broker URL and a store, defaults for the rest. */
+export function publisherSettings(o: Partial<MqttSettings> & { url: string; store_dir: string }): MqttSettings {
+  return {
+    prefix: 'hce',
+    station: 'test',
+    protocol_version: 5,
+    client_id: '',
+    username: '',
+    password: '',
+    ca: '',
+    cert: '',
+    key: '',
+    reject_unauthorized: true,
+    keepalive_s: 30,
+    commands: { control: false, token: '', maxBytes: 65536 },
+    queue_max: 200_000,
+    queue_max_bytes: 2 ** 28,
+    max_packet_bytes: 65536 + 4096,
+    ...o,
+  };
+}
 
 export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 20_000, stepMs = 50): Promise<NonNullable<T>> {
   const until = Date.now() + timeoutMs;
