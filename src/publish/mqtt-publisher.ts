@@ -11,7 +11,7 @@
  * a UniqueMessageIdProvider: ids are reused all the time but never while a packet still holds one, so
  * the 16-bit id space cannot wrap onto an unacknowledged verdict. start() does not wait for the broker.
  */
-import { readFileSync } from 'node:fs';
+import { type BrokerConnection, readTls } from './broker-connection.ts';
 import { randomBytes } from 'node:crypto';
 import mqtt, { UniqueMessageIdProvider, type IClientOptions, type IClientPublishOptions, type IConnackPacket, type IDisconnectPacket, type IPublishPacket, type MqttClient } from 'mqtt';
 import { VerdictQueue } from './verdict-queue.ts';
@@ -19,20 +19,10 @@ import { RESPONSE_SCHEMA, parseTriggerMessage, topics, type CommandName, type To
 import { parseCommand, type CommandPolicy, type RequestId } from './commands.ts';
 import { forLog } from './text.ts';
 
-export interface MqttSettings {
-  url: string;
+export interface MqttSettings extends BrokerConnection {
   prefix: string;
   station: string;
-  protocol_version: 4 | 5;
-  client_id: string;
-  username: string;
-  password: string;
-  ca: string;
-  cert: string;
-  key: string;
-  reject_unauthorized: boolean;
   store_dir: string;
-  keepalive_s: number;
   commands: CommandPolicy;
   /** bounds of the verdict queue (disk, or memory when the store fails); beyond them the oldest go */
   queue_max: number;
@@ -112,13 +102,6 @@ export class MqttPublisher {
   }
 
   private options(): IClientOptions {
-    const read = (key: string, path: string) => {
-      try {
-        return readFileSync(path);
-      } catch (e) {
-        throw new Error(`mqtt.${key} ${path}: ${(e as Error).message}`);
-      }
-    };
     const v5 = this.s.protocol_version === 5;
     return {
       protocolVersion: this.s.protocol_version,
@@ -133,9 +116,7 @@ export class MqttPublisher {
       properties: v5 && this.s.max_packet_bytes > 0 ? { maximumPacketSize: this.s.max_packet_bytes } : undefined,
       username: this.s.username || undefined,
       password: this.s.password || undefined,
-      ca: this.s.ca ? read('ca', this.s.ca) : undefined,
-      cert: this.s.cert ? read('cert', this.s.cert) : undefined,
-      key: this.s.key ? read('key', this.s.key) : undefined,
+      ...readTls(this.s),
       rejectUnauthorized: this.s.reject_unauthorized,
       will: { topic: this.topics.status, payload: Buffer.from('offline'), qos: 1, retain: true },
     };

@@ -7,7 +7,7 @@
  * Sparkplug DATA is QoS 0 and not queued: the per-part verdict stream with its no-loss guarantee
  * stays on the JSON topics; this node reports state (counters, last part, camera, latency).
  */
-import { readFileSync } from 'node:fs';
+import { type BrokerConnection, readTls } from '../broker-connection.ts';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { BUNDLE_NAME } from '../commands.ts';
@@ -18,19 +18,11 @@ import { CONTROLS, METRIC, MetricSet, type SparkplugCommand, type StationMetrics
 import { PrimaryHost, stateTopic } from './primary-host.ts';
 import { idProblem, sparkplugTopics, type SparkplugTopics } from './topics.ts';
 
-export interface SparkplugOptions {
-  /** broker, credentials and TLS: the same as the JSON connection's (mqtt.*), on a connection of its own */
-  url: string;
-  protocol_version: 4 | 5;
-  /** "" = hiercore-edge-<node_id>-spb; must differ from the JSON connection's client id */
-  client_id: string;
-  username: string;
-  password: string;
-  ca: string;
-  cert: string;
-  key: string;
-  reject_unauthorized: boolean;
-  keepalive_s: number;
+/**
+ * Broker, credentials and TLS: the same as the JSON connection's (mqtt.*), on a connection of its
+ * own; client_id "" = hiercore-edge-<node_id>-spb (it must differ from the JSON connection's).
+ */
+export interface SparkplugOptions extends BrokerConnection {
   group_id: string;
   /** the daemon passes the station name when sparkplug.node_id is "" */
   node_id: string;
@@ -175,14 +167,7 @@ export class SparkplugNode {
       const p = idProblem('sparkplug.host_id', o.host_id);
       if (p) throw new Error(p);
     }
-    const read = (key: string, path: string) => {
-      try {
-        return readFileSync(path);
-      } catch (e) {
-        throw new Error(`mqtt.${key} ${path}: ${(e as Error).message}`);
-      }
-    };
-    this.tls = { ca: o.ca ? read('ca', o.ca) : undefined, cert: o.cert ? read('cert', o.cert) : undefined, key: o.key ? read('key', o.key) : undefined };
+    this.tls = readTls(o);
   }
 
   private takeBdSeq(): number {
