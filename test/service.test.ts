@@ -162,3 +162,10 @@ test('hiercore-edge run: a bad config exits 1 before opening anything, naming ke
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /bundle \/nonexistent.hcebundle does not exist: run "hiercore-edge calibrate/);
 });
+
+test("config/site.example.json, the README's starting point, is a valid daemon configuration", () => {
+  const l = loadDaemonConfig({ siteFile: join(import.meta.dirname, '..', 'config', 'site.example.json') });
+  assert.equal(l.config.station, 'line3-cam1');
+  assert.equal(l.config.commands.control, false, 'remote control is off in the example');
+  assert.equal(l.config.scoring.reweight_neighbours, null, 'scoring settings come from the bundle');
+});
