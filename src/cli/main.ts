@@ -346,6 +346,7 @@ export function buildProgram(): Command {
             normalised_score: round(r.normalised_score),
             threshold: round(r.threshold),
             route: { nearest: r.route.nearest, distance: round(r.route.distance), limit: round(r.route.limit) },
+            ...(r.regions ? { regions: r.regions } : {}),
             bundle_id: inspector.bundleId,
           }),
         );
