@@ -9,6 +9,7 @@ import { SOURCE_KINDS } from '../capture/pipelines.ts';
 import { EXECUTION_PROVIDERS } from '../features/session.ts';
 import { redactConfig } from '../util/redact.ts';
 import type { CommandPolicy } from '../publish/commands.ts';
+import type { BrokerConnection } from '../publish/broker-connection.ts';
 import { idProblem } from '../publish/sparkplug/topics.ts';
 
 convict.addFormat({
@@ -219,6 +220,23 @@ export function daemonSchema(env: NodeJS.ProcessEnv = process.env, args: string[
 export type DaemonConfig = ReturnType<ReturnType<typeof daemonSchema>['getProperties']>;
 
 export class DaemonConfigError extends Error {}
+
+/** The broker login and TLS of both MQTT connections; each brings its own client id. */
+export function brokerConnection(c: DaemonConfig, broker: { url: string; protocol: 4 | 5 }, clientId: string): BrokerConnection {
+  const m = c.mqtt;
+  return {
+    url: broker.url,
+    protocol_version: broker.protocol,
+    client_id: clientId,
+    username: m.username,
+    password: m.password,
+    ca: m.ca,
+    cert: m.cert,
+    key: m.key,
+    reject_unauthorized: m.reject_unauthorized,
+    keepalive_s: m.keepalive_s,
+  };
+}
 
 /** The command rules of both command paths (JSON topics and Sparkplug DCMD). */
 export function commandPolicy(c: DaemonConfig): CommandPolicy {

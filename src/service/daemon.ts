@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Server } from 'node:http';
-import { commandPolicy, type DaemonConfig } from './config.ts';
+import { brokerConnection, commandPolicy, type DaemonConfig } from './config.ts';
 import type { Logger } from './log.ts';
 import { DaemonMetrics } from './metrics.ts';
 import { SystemdNotifier } from './notify.ts';
@@ -191,19 +191,10 @@ export class Daemon {
     const m = c.mqtt;
     this.mqtt = new MqttPublisher(
       {
-        url,
+        ...brokerConnection(c, { url, protocol }, m.client_id),
         prefix: m.prefix,
         station: c.station,
-        protocol_version: protocol,
-        client_id: m.client_id,
-        username: m.username,
-        password: m.password,
-        ca: m.ca,
-        cert: m.cert,
-        key: m.key,
-        reject_unauthorized: m.reject_unauthorized,
         store_dir: resolve(m.store_dir),
-        keepalive_s: m.keepalive_s,
         queue_max: m.queue_max,
         queue_max_bytes: m.queue_max_mb * 2 ** 20,
         queue_fsync: m.queue_fsync,

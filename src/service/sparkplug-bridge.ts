@@ -8,7 +8,7 @@ import { authorize } from '../publish/commands.ts';
 import type { VerdictPayload } from '../publish/payloads.ts';
 import type { CommandName } from '../publish/topics.ts';
 import type { BundleSummary } from '../inspect/protocol.ts';
-import { commandPolicy, type DaemonConfig } from './config.ts';
+import { brokerConnection, commandPolicy, type DaemonConfig } from './config.ts';
 import type { Logger } from './log.ts';
 
 export interface StationEvents {
@@ -28,19 +28,9 @@ export class SparkplugBridge implements StationEvents {
   static async start(c: DaemonConfig, mqtt: { url: string; protocol: 4 | 5 }, run: (name: CommandName, body: Record<string, unknown>) => Promise<unknown>, log: Logger): Promise<SparkplugBridge> {
     const policy = commandPolicy(c);
     const sp = c.sparkplug;
-    const m = c.mqtt;
     const node = new SparkplugNode(
       {
-        url: mqtt.url,
-        protocol_version: mqtt.protocol,
-        client_id: sp.client_id,
-        username: m.username,
-        password: m.password,
-        ca: m.ca,
-        cert: m.cert,
-        key: m.key,
-        reject_unauthorized: m.reject_unauthorized,
-        keepalive_s: m.keepalive_s,
+        ...brokerConnection(c, mqtt, sp.client_id),
         group_id: sp.group_id,
         node_id: sp.node_id || c.station,
         device_id: sp.device_id,
