@@ -9,17 +9,29 @@ import { FIT_MODES, type FitMode } from './features/image.ts';
 import { EXECUTION_PROVIDERS, type ExecutionProvider } from './features/session.ts';
 import type { FeatureSettings } from './features/extractor.ts';
 import type { CoresetSettings } from './score/patchcore.ts';
+import type { SearchSettings } from './score/ann.ts';
 import { KEY_MODES, type KeyMode, type LimitRule } from './route/router.ts';
 
 /** How held-out good scores (and so thresholds) are computed: k fold banks, or one bank with each image's own rows masked. */
 export const HELD_OUT_METHODS = ['kfold', 'leave-self-out'] as const;
 export type HeldOutMethod = (typeof HELD_OUT_METHODS)[number];
 
+/**
+ * `scoring.search`: how the bank is searched. "exact" is brute force; "ann" ranks the bank in a
+ * `projection_dim` PCA projection and computes exact distances to the `candidates` best (src/score/ann.ts).
+ */
+export const SEARCH_MODES = ['exact', 'ann'] as const;
+export interface SearchConfig {
+  mode: (typeof SEARCH_MODES)[number];
+  projection_dim: number;
+  candidates: number;
+}
+
 export interface EngineConfig {
   backbone: string;
   features: { input_size: string; fit: FitMode; pre_dim: number; dim: number };
   coreset: { ratio: number; projection_dim: number; seed: number; dtype: 'float32' | 'float16' };
-  scoring: { reweight_neighbours: number; heatmap_sigma: number };
+  scoring: { reweight_neighbours: number; heatmap_sigma: number; search: SearchConfig };
   runtime: { provider: ExecutionProvider; threads: number };
   calibration: {
     frr_target: number;
@@ -69,6 +81,10 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
   check(c.coreset.dtype === 'float32' || c.coreset.dtype === 'float16', 'coreset.dtype', c.coreset.dtype, 'float32 or float16');
   check(int(c.scoring.reweight_neighbours) && c.scoring.reweight_neighbours >= 0, 'scoring.reweight_neighbours', c.scoring.reweight_neighbours, 'an integer >= 0 (0 = off, the paper uses 9)');
   check(typeof c.scoring.heatmap_sigma === 'number' && c.scoring.heatmap_sigma > 0, 'scoring.heatmap_sigma', c.scoring.heatmap_sigma, 'a positive number');
+  const q = c.scoring.search ?? ({} as SearchConfig);
+  check(SEARCH_MODES.includes(q.mode), 'scoring.search.mode', q.mode, `one of ${SEARCH_MODES.join(', ')}`);
+  check(int(q.projection_dim) && q.projection_dim >= 1, 'scoring.search.projection_dim', q.projection_dim, 'a positive integer (ann: dimensions of the first-stage projection)');
+  check(int(q.candidates) && q.candidates >= 1, 'scoring.search.candidates', q.candidates, 'a positive integer (ann: bank rows checked exactly per patch)');
   check(EXECUTION_PROVIDERS.includes(c.runtime.provider), 'runtime.provider', c.runtime.provider, `one of ${EXECUTION_PROVIDERS.join(', ')}`);
   check(int(c.runtime.threads) && c.runtime.threads >= 0, 'runtime.threads', c.runtime.threads, 'an integer >= 0 (0 = all cores)');
   const k = c.calibration;
@@ -120,6 +136,12 @@ export function resolveInputSize(inputSize: string, frame: { width: number; heig
 /** Feature settings for frames of the given size (needed to resolve input_size "auto"). */
 export function featureSettings(c: EngineConfig, frame: { width: number; height: number }): FeatureSettings {
   return { ...resolveInputSize(c.features.input_size, frame), fit: c.features.fit, preDim: c.features.pre_dim, dim: c.features.dim };
+}
+
+/** The scorer's search settings from the config. */
+export function searchSettings(c: EngineConfig): SearchSettings {
+  const q = c.scoring.search;
+  return q.mode === 'exact' ? { mode: 'exact' } : { mode: 'ann', projection_dim: q.projection_dim, candidates: q.candidates };
 }
 
 export function coresetSettings(c: EngineConfig): CoresetSettings {

@@ -25,6 +25,7 @@ import { checkFramedPayload, decodeFramedHeader, encodeFramed, type FramedFormat
 import { BankFileError, decodeBank, encodeBank, type Bank } from '../score/bank-file.ts';
 import { FIT_MODES, type FitMode } from '../features/image.ts';
 import type { ScoreSummary } from '../calibrate/threshold.ts';
+import type { SearchSettings } from '../score/ann.ts';
 import { KEY_MODES, type KeyMode, type LimitRule } from '../route/router.ts';
 
 export const BUNDLE_MAGIC = 'HCEBNDL\0';
@@ -46,6 +47,8 @@ export interface BundleScoring {
   /** PatchCore Eq. 7 re-weighting neighbours (0 = off) */
   reweight_neighbours: number;
   heatmap_sigma: number;
+  /** nearest-neighbour search the thresholds were computed with; absent = exact (every bundle before it) */
+  search?: SearchSettings;
   /** a format 1 bundle: the settings were not recorded, these are the ones it was always scored with */
   legacy?: true;
 }
@@ -349,6 +352,16 @@ function checkScoring(s: HeaderShape, v: unknown, at: string): void {
   s.int(o.reweight_neighbours, 'scoring.reweight_neighbours');
   if (!(s.num(o.heatmap_sigma, 'scoring.heatmap_sigma') > 0)) s.fail('scoring.heatmap_sigma', 'a number > 0');
   if (o.legacy !== undefined && o.legacy !== true) s.fail('scoring.legacy', 'true or absent');
+  if (o.search !== undefined) checkSearch(s, o.search);
+}
+
+function checkSearch(s: HeaderShape, v: unknown): void {
+  const q = s.object(v, 'scoring.search');
+  s.oneOf(q.mode, 'scoring.search.mode', ['exact', 'ann']);
+  if (q.mode === 'ann') {
+    s.int(q.projection_dim, 'scoring.search.projection_dim', 1);
+    s.int(q.candidates, 'scoring.search.candidates', 1);
+  }
 }
 
 function checkCluster(s: HeaderShape, v: unknown, i: number, semanticDim: number): void {

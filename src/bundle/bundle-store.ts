@@ -4,10 +4,10 @@
  * exists elsewhere on the box. The active bundle is remembered in the state folder, so that a
  * successful reload survives a restart.
  */
-import { lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { copyFileSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, type Stats } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { writeFileAtomic } from '../util/files.ts';
-import { readBundleHeader } from './bundle-file.ts';
+import { readBundleHeader, type BundleHeader } from './bundle-file.ts';
 
 export interface BundleEntry {
   name: string;
@@ -24,6 +24,35 @@ export interface BundleEntry {
 export class NoSuchBundleError extends Error {}
 
 const STATE_FILE = 'active-bundle.json';
+/** `v0007-20261203`: a number that only grows (the order) and the day it was made (for people) */
+const VERSION = /^v(\d{4,})-(\d{8})$/;
+const VERSION_EXT = '.hcebundle';
+const META_EXT = '.meta.json';
+
+/** What is kept beside a versioned bundle: how it was made and whether it passed validation. */
+export interface VersionMeta {
+  /** null: activated by hand, never validated; false: kept with its report, never activated */
+  validated: boolean | null;
+  /** report.html of the calibration run that made it, when there was one */
+  report: string | null;
+  run_id: string | null;
+  /** why validation failed, for the list */
+  problem?: string;
+}
+
+export interface VersionEntry extends VersionMeta {
+  version: string;
+  path: string;
+  bundle_id: string | null;
+  created_at: string | null;
+  clusters: number | null;
+  active: boolean;
+  previous: boolean;
+}
+
+export function isVersionName(v: unknown): v is string {
+  return typeof v === 'string' && VERSION.test(v);
+}
 const MAX_NAME_BYTES = 255;
 /** directory entries looked at by list(): a folder with more is misconfigured, not a reason to stall */
 const MAX_ENTRIES = 1000;
@@ -32,6 +61,12 @@ const NAMES_IN_ERROR = 20;
 /** header bytes read per file by list() */
 const MAX_HEADER_BYTES = 8 * 2 ** 20;
 const MAX_STATE_BYTES = 64 * 1024;
+
+/** The daemon's store from its config: the bundle folder is bundle_dir, else the folder of `bundle`, else <state_dir>/bundles. */
+export function bundleStoreFor(c: { bundle: string; bundle_dir: string; state_dir: string; bundle_max_mb: number }): BundleStore {
+  const dir = c.bundle_dir || (c.bundle ? dirname(resolve(c.bundle)) : join(c.state_dir, 'bundles'));
+  return new BundleStore(resolve(dir), resolve(c.state_dir), c.bundle_max_mb * 2 ** 20);
+}
 
 export class BundleStore {
   private readonly dir: string;
@@ -44,6 +79,10 @@ export class BundleStore {
   ) {
     this.dir = resolve(bundleDir);
     this.stateDir = resolve(stateDir);
+  }
+
+  get folder(): string {
+    return this.dir;
   }
 
   /** The path of bundle `name` of the folder; NoSuchBundleError (listing what is there) otherwise. */
@@ -72,32 +111,144 @@ export class BundleStore {
   /**
    * Persists `path` as the active bundle (atomically: a power cut leaves the old or the new one),
    * with the configured bundle it replaced: an engineer who later edits `bundle` in the config means it.
+   * `replaced`: the bundle that was live until now (the one rollback returns to).
    */
-  remember(path: string, configured = ''): void {
+  remember(path: string, configured = '', replaced = ''): void {
     mkdirSync(this.stateDir, { recursive: true });
-    const state = { path: resolve(path), configured: configured ? resolve(configured) : '', remembered_at: new Date().toISOString() };
+    const old = this.remembered();
+    const now = resolve(path);
+    // What rollback goes back to: the bundle this one replaced (`replaced`, else the remembered one);
+    // unchanged when the same bundle is remembered again.
+    const before = replaced ? resolve(replaced) : (old?.path ?? '');
+    const previous = before && before !== now ? before : (old?.previous ?? '');
+    const state = { path: now, previous, configured: configured ? resolve(configured) : '', remembered_at: new Date().toISOString() };
     writeFileAtomic(this.statePath(), new TextEncoder().encode(`${JSON.stringify(state)}\n`));
   }
 
   /** The remembered bundle while it is still a bundle of the folder and the config is unchanged, else `configured`. */
   active(configured: string): string {
     const state = this.remembered();
-    if (state === null || (state.configured && state.configured !== resolve(configured))) return configured;
+    if (state === null || (state.configured && state.configured !== (configured ? resolve(configured) : ''))) return configured;
     const remembered = state.path;
     if (dirname(remembered) !== this.dir) return configured;
     return this.lookUp(basename(remembered))?.path ?? configured;
+  }
+
+  /** The bundle that was active before the active one (what rollback goes back to), while it is still in the folder. */
+  previous(): string | null {
+    const p = this.remembered()?.previous;
+    if (!p || dirname(p) !== this.dir) return null;
+    return this.lookUp(basename(p))?.path ?? null;
+  }
+
+  /** The path of bundle version `version`; NoSuchBundleError otherwise. */
+  versionPath(version: string): string {
+    if (!isVersionName(version)) throw new NoSuchBundleError(`${quoted(version)} is not a bundle version (like v0007-20261203): see "hiercore-edge bundle list"`);
+    return this.resolve(`${version}${VERSION_EXT}`);
+  }
+
+  /** The version a path of the folder is, or null for a bundle that is not versioned. */
+  versionOf(path: string): string | null {
+    const name = basename(path);
+    if (dirname(resolve(path)) !== this.dir || !name.endsWith(VERSION_EXT)) return null;
+    const v = name.slice(0, -VERSION_EXT.length);
+    return isVersionName(v) ? v : null;
+  }
+
+  /** Versioned bundles of the folder, oldest first, with their metadata and which is active. */
+  versions(activePath: string | null = null): VersionEntry[] {
+    const active = activePath ? resolve(activePath) : null;
+    const previous = this.previous();
+    const out: VersionEntry[] = [];
+    for (const e of this.list()) {
+      if (!e.name.endsWith(VERSION_EXT)) continue;
+      const version = e.name.slice(0, -VERSION_EXT.length);
+      if (!isVersionName(version)) continue;
+      const path = join(this.dir, e.name);
+      const h = header(path);
+      out.push({
+        version,
+        path,
+        bundle_id: h?.bundle_id ?? null,
+        created_at: h?.created_at ?? null,
+        clusters: h?.clusters.length ?? null,
+        ...this.meta(version),
+        active: path === active,
+        previous: path === previous,
+      });
+    }
+    return out.sort((a, b) => versionNumber(a.version) - versionNumber(b.version));
+  }
+
+  /**
+   * Moves (or copies, across file systems) a finished bundle file into the folder as the next
+   * version, with its metadata; returns the version. The bundle lands complete or not at all.
+   */
+  addVersion(file: string, meta: VersionMeta, now = new Date()): string {
+    mkdirSync(this.dir, { recursive: true });
+    const n = Math.max(0, ...this.versions().map((v) => versionNumber(v.version))) + 1;
+    const version = `v${String(n).padStart(4, '0')}-${now.toISOString().slice(0, 10).replace(/-/g, '')}`;
+    const dest = join(this.dir, `${version}${VERSION_EXT}`);
+    this.writeMeta(version, meta);
+    const tmp = `${dest}.part`;
+    try {
+      renameSync(file, dest);
+    } catch {
+      copyFileSync(file, tmp);
+      renameSync(tmp, dest);
+    }
+    return version;
+  }
+
+  writeMeta(version: string, meta: VersionMeta): void {
+    writeFileAtomic(join(this.dir, `${version}${META_EXT}`), new TextEncoder().encode(`${JSON.stringify(meta, null, 1)}\n`));
+  }
+
+  /** Deletes the oldest versions beyond `keep`; never the active one or the previous one. Returns what went. */
+  prune(keep: number, activePath: string | null): string[] {
+    const all = this.versions(activePath);
+    const removable = all.filter((v) => !v.active && !v.previous);
+    const excess = all.length - Math.max(keep, 0);
+    const gone: string[] = [];
+    for (const v of removable.slice(0, Math.max(0, excess))) {
+      for (const f of [v.path, join(this.dir, `${v.version}${META_EXT}`)]) {
+        try {
+          unlinkSync(f);
+        } catch {}
+      }
+      gone.push(v.version);
+    }
+    return gone;
+  }
+
+  private meta(version: string): VersionMeta {
+    const none: VersionMeta = { validated: null, report: null, run_id: null };
+    try {
+      const path = join(this.dir, `${version}${META_EXT}`);
+      if (lstatSync(path).size > MAX_STATE_BYTES) return none;
+      const m = JSON.parse(readFileSync(path, 'utf8')) as Partial<VersionMeta>;
+      return {
+        validated: typeof m.validated === 'boolean' ? m.validated : null,
+        report: typeof m.report === 'string' ? m.report : null,
+        run_id: typeof m.run_id === 'string' ? m.run_id : null,
+        ...(typeof m.problem === 'string' ? { problem: m.problem } : {}),
+      };
+    } catch {
+      return none;
+    }
   }
 
   private statePath(): string {
     return join(this.stateDir, STATE_FILE);
   }
 
-  private remembered(): { path: string; configured: string } | null {
+  private remembered(): { path: string; previous: string; configured: string } | null {
     try {
       const st = lstatSync(this.statePath());
       if (!st.isFile() || st.size > MAX_STATE_BYTES) return null;
-      const { path, configured } = JSON.parse(readFileSync(this.statePath(), 'utf8')) as { path?: unknown; configured?: unknown };
-      return typeof path === 'string' && isAbsolute(path) ? { path, configured: typeof configured === 'string' ? configured : '' } : null;
+      const { path, previous, configured } = JSON.parse(readFileSync(this.statePath(), 'utf8')) as { path?: unknown; previous?: unknown; configured?: unknown };
+      const abs = (v: unknown) => (typeof v === 'string' && isAbsolute(v) ? v : '');
+      return abs(path) ? { path: abs(path), previous: abs(previous), configured: typeof configured === 'string' ? configured : '' } : null;
     } catch {
       return null;
     }
@@ -140,6 +291,18 @@ export function isPlainName(name: unknown): name is string {
 function isInside(root: string, path: string): boolean {
   const r = relative(root, path);
   return r !== '' && !isAbsolute(r) && r.split(sep)[0] !== '..';
+}
+
+function versionNumber(v: string): number {
+  return Number(VERSION.exec(v)?.[1] ?? 0);
+}
+
+function header(path: string): BundleHeader | null {
+  try {
+    return readBundleHeader(path, MAX_HEADER_BYTES);
+  } catch {
+    return null;
+  }
 }
 
 function headerId(path: string): string | null {

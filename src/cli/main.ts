@@ -15,6 +15,8 @@ import { readBankFile, writeBankFile } from '../score/bank-file.ts';
 import { calibrate } from '../calibrate/calibrate.ts';
 import { calibrationOptions } from '../calibrate/options.ts';
 import { evaluateMulticlass } from '../eval/multiclass.ts';
+import { evaluateMixes, subsetHeldOut } from '../eval/multiclass-run.ts';
+import { formatSubsetReport } from '../eval/subset-table.ts';
 import { readBundleFile, readBundleHeader, writeBundleFile, type BundleHeader } from '../bundle/bundle-file.ts';
 import { Inspector } from '../inspect/inspector.ts';
 import { listImagesRecursive } from '../eval/dataset.ts';
@@ -143,7 +145,10 @@ export function buildProgram(): Command {
       .option('--save-heatmaps <dir>', 'write heatmap overlays for a sample of test images')
       .option('--heatmaps-per-category <n>', 'how many overlays per category', parseIntArg, 12)
       .option('--test-stride <n>', 'score every n-th test image only (quick looks)', parseIntArg, 1)
-      .option('--multiclass', 'HierCore scenarios on a mixed stream of all categories (labels or not at calibration x inspection, one-bank baseline, unknown product)')
+      .option('--multiclass', 'every mix of the categories, calibrated without and with folder labels: clusters, NMI, routing, routed vs single-product AUROC, leave-one-product-out UNKNOWN')
+      .option('--subsets <spec>', 'multiclass: mixes to evaluate: all (default), N (mixes of 1..N products) or a list like bottle+screw,kolektor')
+      .option('--scenarios', 'multiclass: instead, the five HierCore scenarios on one mix of all categories (pixel metrics, F1, one-bank baseline)')
+      .option('--held-out <method>', 'multiclass: held-out good scores: kfold | leave-self-out (mixes default: leave-self-out unless the --config file sets calibration.held_out)')
       .option('--frr <rate>', 'multiclass: target false-reject rate for the calibrated thresholds', parseNum)
       .option('--folds <k>', 'multiclass: k-fold splits for held-out good scores', parseIntArg)
       .option('--keys <mode>', `multiclass: routing keys per cluster: ${KEY_MODES.join(' | ')}`)
@@ -158,6 +163,9 @@ export function buildProgram(): Command {
         heatmapsPerCategory: number;
         testStride: number;
         multiclass?: boolean;
+        subsets?: string;
+        scenarios?: boolean;
+        heldOut?: string;
         defectTypes?: boolean;
         frr?: number;
         folds?: number;
@@ -168,6 +176,9 @@ export function buildProgram(): Command {
       if (o.frr !== undefined) over.frr_target = o.frr;
       if (o.folds !== undefined) over.folds = o.folds;
       if (o.keys) over.keys = o.keys;
+      const mixes = o.multiclass && !o.scenarios;
+      if (mixes) Object.assign(over, subsetHeldOut(o.heldOut, o.config));
+      else if (o.heldOut) over.held_out = o.heldOut;
       const c = engineConfig(o, { calibration: over });
       const categories = o.categories
         ? o.categories
@@ -175,6 +186,16 @@ export function buildProgram(): Command {
             .map((s) => s.trim())
             .filter(Boolean)
         : listCategories(o.dataset);
+      if (mixes && !o.defectTypes) {
+        const mixReport = await evaluateMixes(c, resolve(o.dataset), categories, o, new Progress());
+        if (o.json) {
+          mkdirSync(dirname(resolve(o.json)), { recursive: true });
+          writeFileSync(o.json, `${JSON.stringify(mixReport, null, 2)}\n`);
+          console.error(`wrote ${o.json}`);
+        }
+        console.log(formatSubsetReport(mixReport));
+        return;
+      }
       const report = o.defectTypes
         ? await defectTypesEvaluation(c, resolve(o.dataset), categories)
         : o.multiclass
@@ -298,6 +319,35 @@ export function buildProgram(): Command {
         );
     });
 
+  bundle
+    .command('list')
+    .description("the bundle versions of the daemon's bundle folder (calibrations on site): the active one marked, validated or not, report")
+    .option('--config <file>', 'site config JSON of the daemon (default: config/site.json when present)')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { config?: string; json?: boolean }) => {
+      const { store, active } = await daemonBundles(o.config);
+      const versions = store.versions(active);
+      if (o.json) return console.log(JSON.stringify({ folder: store.folder, active, versions }, null, 2));
+      console.log(`bundle folder ${store.folder}; active: ${active || 'none (uncalibrated)'}`);
+      for (const v of versions) {
+        const mark = v.active ? '*' : v.previous ? '<' : ' ';
+        const valid = v.validated === null ? 'not validated' : v.validated ? 'validated' : `FAILED validation${v.problem ? ` (${v.problem})` : ''}`;
+        console.log(`${mark} ${v.version}  ${v.bundle_id ?? '(unreadable)'}  ${v.clusters ?? '?'} cluster(s)  ${valid}${v.report ? `  report ${v.report}` : ''}`);
+      }
+      if (!versions.length) console.log('  no versions yet (cmd/calibrate or the web page makes them)');
+      else console.log('  * active, < previous (what rollback returns to)');
+    });
+  bundle
+    .command('activate <version>')
+    .description('make a bundle version the active one: the daemon loads it at its next start (a running daemon: cmd/activate)')
+    .option('--config <file>', 'site config JSON of the daemon (default: config/site.json when present)')
+    .action(async (version: string, o: { config?: string }) => {
+      const { store, active, configured } = await daemonBundles(o.config);
+      const path = store.versionPath(version);
+      readBundleHeader(path); // refuses a file that is not a bundle before it is remembered
+      store.remember(path, configured, active);
+      console.log(`${version} is the active bundle from the next start of the daemon (now: send cmd/activate {"version": "${version}"})`);
+    });
   bundle
     .command('set-types <bundle> <types.json>')
     .description('store the defect types of "defects discover" (and their names) in a bundle; writes a new bundle with a new id')
@@ -453,6 +503,15 @@ async function runDaemon(loaded: { config: import('../service/config.ts').Daemon
     log('info', `inspect one part on demand:       mosquitto_pub -h ${hostPort[0]} -p ${hostPort[1] ?? 1883} -t '${t}/cmd/snapshot' -m '{}'`);
     if (loaded.config.metrics.port) log('info', `metrics: http://127.0.0.1:${loaded.config.metrics.port}/metrics  health: /healthz   stop: Ctrl-C`);
   }
+}
+
+/** The daemon's bundle folder and state, from its site config. */
+async function daemonBundles(config?: string) {
+  const { loadDaemonConfig } = await import('../service/config.ts');
+  const { bundleStoreFor } = await import('../bundle/bundle-store.ts');
+  const c = loadDaemonConfig({ siteFile: config, defaultSite: join(PROJECT_ROOT, 'config', 'site.json') }).config;
+  const store = bundleStoreFor(c);
+  return { store, configured: c.bundle, active: store.active(c.bundle) };
 }
 
 export function bundleSummary(h: BundleHeader) {

@@ -1,5 +1,5 @@
 /**
- * `hiercore-edge evaluate --multiclass`: the HierCore scenarios on a mixed stream of every category.
+ * `hiercore-edge evaluate --multiclass --scenarios`: the HierCore scenarios on a mixed stream of every category.
  *
  *   single_class        labels at calibration and inspection: one bank per category, category given
  *   known_class_routed  labels at calibration, none at inspection: per-category banks, semantic routing
@@ -14,8 +14,7 @@ import { calibrate, embedImages, scoringRuntime, type CalibrationOptions, type C
 import { Inspector, type InspectionResult } from '../inspect/inspector.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
 import { readImage } from '../features/image.ts';
-import { clusterEmbeddings, poseScaleOf } from '../route/finch.ts';
-import { Router, leaveOneOutDistances, routingLimit, selectKeys } from '../route/router.ts';
+import { routerFor, sliceEmbedded } from './subsets.ts';
 import { frrThreshold, normaliseScore } from '../calibrate/threshold.ts';
 import { auroc, nmi, purity, PixelMetrics } from './metrics.ts';
 import { contentMask, readMask } from './evaluate.ts';
@@ -166,19 +165,8 @@ export async function evaluateMulticlass(opts: MulticlassOptions, progress: Prog
   const unknownProduct: Record<string, unknown> = {};
   for (const [hi, held] of cats.entries()) {
     const rows = train.map((_, i) => i).filter((i) => trainCat[i] !== hi);
-    const x = new Float32Array(rows.length * d);
-    rows.forEach((r, k) => x.set(trainEmb.semantic.subarray(r * d, (r + 1) * d), k * d));
-    const pose = { samples: Float32Array.from(rows.flatMap((r) => [0, 1, 2].map((k) => trainEmb.pose!.samples[r * 3 + k]))), perRow: 3 };
-    const cl = clusterEmbeddings(x, rows.length, d, opts.clustering, pose);
-    const keys = Array.from({ length: cl.count }, (_, c) => {
-      const mem = rows.filter((_, k) => cl.labels[k] === c);
-      const u = new Float32Array(mem.length * d);
-      mem.forEach((r, k) => u.set(trainEmb.semantic.subarray(r * d, (r + 1) * d), k * d));
-      const sel = selectKeys(u, mem.length, d, opts.keyMode, opts.keyCount);
-      const memRows = rows.map((_, k) => k).filter((k) => cl.labels[k] === c);
-      return { keys: sel.keys, count: sel.count, limit: routingLimit(leaveOneOutDistances(u, mem.length, d, sel), opts.limit, poseScaleOf(pose, memRows)) };
-    });
-    const router = new Router(keys, d);
+    const { router, clusters } = routerFor(sliceEmbedded(trainEmb, rows), opts);
+    const cl = { count: clusters };
     const isUnknown = (v: Float32Array) => router.route(v).cluster === null;
     let heldUnknown = 0;
     let heldTotal = 0;

@@ -72,7 +72,8 @@ export class Inspector {
 
   static async load(bundle: Bundle, backboneDir: string, opts: InspectorOptions = {}): Promise<Inspector> {
     checkScoringOverrides(opts.overrides ?? NO_SCORING_OVERRIDES, bundle.header);
-    const scoring = { reweightNeighbours: bundle.header.scoring.reweight_neighbours, sigma: bundle.header.scoring.heatmap_sigma, provider: opts.provider, threads: opts.threads };
+    const sc = bundle.header.scoring;
+    const scoring = { reweightNeighbours: sc.reweight_neighbours, sigma: sc.heatmap_sigma, search: sc.search, provider: opts.provider, threads: opts.threads };
     const pool = new ExtractorPool(backboneDir, { provider: opts.provider, threads: opts.threads });
     const loaded: LoadedCluster[] = [];
     try {

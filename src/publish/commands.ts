@@ -154,6 +154,10 @@ export function parseBody(payload: Uint8Array, maxBytes: number): Body {
 
 /** Per-command argument shapes; the daemon gives them meaning (e.g. resolves the bundle name in its folder). */
 function argumentProblem(name: CommandName, body: Record<string, unknown>): string | null {
+  if (name === 'activate') {
+    const v = body.version;
+    return typeof v === 'string' && /^v\d{4,}-\d{8}$/.test(v) ? null : 'activate: "version" must be a bundle version of the folder, e.g. {"version": "v0007-20261203"} (see get_bundles)';
+  }
   if (name !== 'reload') return null;
   const b = body.bundle;
   if (b === undefined || b === null) return null;

@@ -12,7 +12,8 @@ export const VERDICT_SCHEMA = 'hiercore-edge/verdict/1';
 export const STATS_SCHEMA = 'hiercore-edge/stats/1';
 export const CAMERA_SCHEMA = 'hiercore-edge/camera/1';
 
-export type Verdict = 'OK' | 'NG' | 'UNKNOWN' | 'NO_FRAME';
+/** UNCALIBRATED: a trigger answered while the station has no bundle yet (nothing was scored) */
+export type Verdict = 'OK' | 'NG' | 'UNKNOWN' | 'NO_FRAME' | 'UNCALIBRATED';
 
 export interface VerdictPayload {
   schema: typeof VERDICT_SCHEMA;
@@ -28,15 +29,16 @@ export interface VerdictPayload {
   /** when the PLC trigger arrived (trigger mode only) */
   triggered_at?: string;
   verdict: Verdict;
-  /** why a trigger got no frame */
-  reason?: NoFrameReason;
+  /** why a trigger got no frame (NO_FRAME), or "no bundle yet" (UNCALIBRATED) */
+  reason?: NoFrameReason | 'no bundle yet';
   cluster: string | null;
   score: number | null;
   normalised_score: number | null;
   threshold: number | null;
   route: { nearest: string; distance: number; limit: number } | null;
   latency_ms: Record<string, number>;
-  bundle: { id: string; created_at: string } | null;
+  /** `version` when the bundle is a version of the bundle folder (e.g. v0007-20261203) */
+  bundle: { id: string; created_at: string; version?: string } | null;
   heatmap: boolean;
   image: boolean;
   /** NG only: defect regions in frame pixels, largest first; `type` when the bundle has defect types */
@@ -72,6 +74,8 @@ export interface StatsPayload {
   mqtt_queue: { depth: number; dropped: number; store_error: string | null };
   paused: boolean;
   bundle: string | null;
+  /** uncalibrated (no bundle yet), inspecting, paused; calibrating while a calibration run is under way */
+  state?: string;
   archive: { entries: number; mb: number; errors: number } | null;
 }
 
@@ -79,7 +83,7 @@ export interface StatsPayload {
 export interface VerdictContext {
   runId: string;
   station: string;
-  bundle: { id: string; created_at: string };
+  bundle: { id: string; created_at: string; version?: string };
 }
 
 export interface InspectedFrame {
@@ -167,6 +171,32 @@ export function noFramePayload(
     route: null,
     latency_ms: { trigger_to_verdict: now - t.at },
     bundle: ctx.bundle,
+    heatmap: false,
+    image: false,
+  };
+}
+
+/** The answer to a trigger while the station has no bundle: the PLC still gets a verdict, never a score. */
+export function uncalibratedPayload(ctx: Omit<VerdictContext, 'bundle'>, t: { partId: string | null; at: number }, frame: { id: number; capturedAt: number }, now: number): VerdictPayload {
+  return {
+    schema: VERDICT_SCHEMA,
+    frame_id: `${ctx.runId}/${frame.id}`,
+    frame: frame.id,
+    run_id: ctx.runId,
+    part_id: t.partId,
+    station: ctx.station,
+    timestamp: iso(now),
+    captured_at: iso(frame.capturedAt),
+    triggered_at: iso(t.at),
+    verdict: 'UNCALIBRATED',
+    reason: 'no bundle yet',
+    cluster: null,
+    score: null,
+    normalised_score: null,
+    threshold: null,
+    route: null,
+    latency_ms: { trigger_to_verdict: now - t.at },
+    bundle: null,
     heatmap: false,
     image: false,
   };

@@ -8,7 +8,7 @@ import { codePoints, forLog, stripUnsafe } from './text.ts';
 export { CAMERA_SCHEMA, STATS_SCHEMA, VERDICT_SCHEMA, type VerdictPayload } from './payloads.ts';
 export const RESPONSE_SCHEMA = 'hiercore-edge/response/1';
 
-export const COMMANDS = ['reload', 'snapshot', 'pause', 'resume', 'get_config', 'get_stats'] as const;
+export const COMMANDS = ['reload', 'snapshot', 'pause', 'resume', 'get_config', 'get_stats', 'activate', 'rollback', 'calibrate', 'get_bundles'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 export function topics(prefix: string, station: string) {
@@ -27,6 +27,10 @@ export function topics(prefix: string, station: string) {
     image: `${base}/image`,
     /** periodic statistics JSON */
     stats: `${base}/stats`,
+    /** retained station state JSON: uncalibrated / inspecting / paused, and the active bundle */
+    state: `${base}/state`,
+    /** retained progress of the current (or last) on-site calibration run */
+    calibration: `${base}/calibration`,
     /** PLC trigger: inspect the next frame, payload = part id (plain text or {"part_id": ...}) */
     trigger: `${base}/trigger`,
     /** commands: <base>/cmd/<name>, responses on <base>/cmd/<name>/response */

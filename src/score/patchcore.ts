@@ -5,6 +5,7 @@ import { gatherRows, greedyCoreset } from './coreset.ts';
 import type { Bank, BankHeader } from './bank-file.ts';
 import { PatchScorer, type ScorerOptions } from './scorer.ts';
 import type { ExecutionProvider } from '../features/session.ts';
+import type { SearchSettings } from './ann.ts';
 
 export interface CoresetSettings {
   ratio: number;
@@ -78,6 +79,8 @@ export interface Inspection {
 
 export interface ScoringRuntime {
   reweightNeighbours?: number;
+  /** nearest-neighbour search: exact (default) or the two-stage ANN graph (ann.ts) */
+  search?: SearchSettings;
   sigma?: number;
   provider?: ExecutionProvider;
   threads?: number;
@@ -93,6 +96,7 @@ export function scorerOptionsFor(extractor: FeatureExtractor, opts: ScoringRunti
     width: s.width,
     sigma: opts.sigma ?? 4,
     reweightNeighbours: opts.reweightNeighbours ?? 0,
+    search: opts.search,
     provider: opts.provider,
     threads: opts.threads,
   };

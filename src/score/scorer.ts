@@ -5,6 +5,7 @@
 import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
 import { buildHeatmapGraph, buildKnnGraph } from './knn-graph.ts';
+import { annIndex, buildAnnGraph, EXACT_SEARCH, type SearchSettings } from './ann.ts';
 import { createSession, type ExecutionProvider } from '../features/session.ts';
 import { sqDist } from '../util/vec.ts';
 
@@ -16,6 +17,8 @@ export interface ScorerOptions {
   sigma?: number;
   /** neighbours for the Eq. 7 re-weighting; 0 disables it (image score = max patch distance) */
   reweightNeighbours?: number;
+  /** exact brute force (default) or the two-stage approximate search (ann.ts) */
+  search?: SearchSettings;
   provider?: ExecutionProvider;
   threads?: number;
 }
@@ -58,6 +61,20 @@ export function reweightScore(bank: Float32Array, m: number, dim: number, patch:
   return { score: weight * nearest[1], weight };
 }
 
+async function searchGraph(
+  bank: Float32Array,
+  m: number,
+  dim: number,
+  patches: number,
+  search: SearchSettings,
+  threads: number | undefined,
+  geometry: Omit<Parameters<typeof buildKnnGraph>[0], 'bank' | 'm' | 'dim'>,
+): Promise<Uint8Array> {
+  if (search.mode === 'exact') return buildKnnGraph({ bank, m, dim, ...geometry });
+  const index = await annIndex(bank, m, dim, search.projection_dim, threads);
+  return buildAnnGraph({ bank, m, dim, ...index, candidates: search.candidates, patches });
+}
+
 export class PatchScorer {
   private constructor(
     private readonly session: ort.InferenceSession,
@@ -65,13 +82,13 @@ export class PatchScorer {
     readonly bank: Float32Array,
     readonly m: number,
     readonly dim: number,
-    readonly opts: Required<Pick<ScorerOptions, 'gridHeight' | 'gridWidth' | 'height' | 'width' | 'sigma' | 'reweightNeighbours'>>,
+    readonly opts: Required<Pick<ScorerOptions, 'gridHeight' | 'gridWidth' | 'height' | 'width' | 'sigma' | 'reweightNeighbours' | 'search'>>,
   ) {}
 
   static async create(bank: Float32Array, m: number, dim: number, opts: ScorerOptions): Promise<PatchScorer> {
-    const full = { sigma: 4, reweightNeighbours: 0, ...opts };
+    const full = { sigma: 4, reweightNeighbours: 0, ...opts, search: opts.search ?? EXACT_SEARCH };
     const geometry = { gridHeight: full.gridHeight, gridWidth: full.gridWidth, height: full.height, width: full.width, sigma: full.sigma };
-    const session = await createSession(buildKnnGraph({ bank, m, dim, ...geometry }), opts.provider ?? 'cpu', opts.threads);
+    const session = await createSession(await searchGraph(bank, m, dim, full.gridHeight * full.gridWidth, full.search, opts.threads, geometry), opts.provider ?? 'cpu', opts.threads);
     const heatmapSession = await createSession(buildHeatmapGraph(geometry), opts.provider ?? 'cpu', opts.threads);
     return new PatchScorer(session, heatmapSession, bank, m, dim, full);
   }

@@ -141,7 +141,7 @@ const SCHEMA = {
   },
   commands: {
     control: {
-      doc: 'allow the state-changing commands (reload, pause, resume); read-only ones (snapshot, get_config, get_stats) are always on',
+      doc: 'allow the state-changing commands (reload, pause, resume, activate, rollback, calibrate); read-only ones (snapshot, get_config, get_stats, get_bundles) are always on',
       format: Boolean,
       default: false,
       env: 'HCE_COMMANDS_CONTROL',
@@ -208,6 +208,37 @@ const SCHEMA = {
       default: 30,
       env: 'HCE_WATCHDOG_WORKER_TIMEOUT_S',
     },
+  },
+  calibration: {
+    engine_config: {
+      doc: 'engine settings of on-site calibration (features, coreset, calibration.*), a JSON file like "calibrate --config" takes ("" = config/default.json)',
+      format: String,
+      default: '',
+      env: 'HCE_CALIBRATION_ENGINE_CONFIG',
+    },
+    images: { doc: 'nominal frames captured from the live camera per calibration run (a recipe may change it)', format: 'nat', default: 60, env: 'HCE_CALIBRATION_IMAGES' },
+    policy: {
+      doc: 'which frames are captured: count (each new frame), interval (one every interval_s), trigger (one per PLC trigger)',
+      format: ['count', 'interval', 'trigger'],
+      default: 'count',
+      env: 'HCE_CALIBRATION_POLICY',
+    },
+    interval_s: { doc: 'policy interval: seconds between captured frames', format: Number, default: 1, env: 'HCE_CALIBRATION_INTERVAL_S' },
+    holdout: { doc: 'fraction of the captured frames kept out of the bundle to validate it', format: Number, default: 0.2, env: 'HCE_CALIBRATION_HOLDOUT' },
+    max_frr: {
+      doc: 'validation: a cluster may reject at most this fraction of its held-out good frames, else the bundle is kept but not activated',
+      format: Number,
+      default: 0.05,
+      env: 'HCE_CALIBRATION_MAX_FRR',
+    },
+    threads: { doc: 'onnxruntime threads of the calibration process (kept low so inspection keeps its cores)', format: 'nat', default: 1, env: 'HCE_CALIBRATION_THREADS' },
+    nice: { doc: 'scheduling niceness of the calibration process (0-19)', format: 'nat', default: 10, env: 'HCE_CALIBRATION_NICE' },
+    keep_versions: { doc: 'bundle versions kept in the bundle folder (the active and the previous one are never deleted)', format: 'nat', default: 5, env: 'HCE_CALIBRATION_KEEP_VERSIONS' },
+    capture_timeout_s: { doc: 'a capture that has not collected its frames within this long fails', format: 'positive-number', default: 900, env: 'HCE_CALIBRATION_CAPTURE_TIMEOUT_S' },
+  },
+  web: {
+    port: { doc: 'local web page (station view, calibration) HTTP port (0 = off)', format: 'port', default: 0, env: 'HCE_WEB_PORT' },
+    host: { doc: 'address the web page listens on', format: String, default: '127.0.0.1', env: 'HCE_WEB_HOST' },
   },
   log_level: { doc: 'error | warn | info | debug', format: ['error', 'warn', 'info', 'debug'], default: 'info', env: 'HCE_LOG_LEVEL', arg: 'log-level' },
 };

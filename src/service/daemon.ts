@@ -7,7 +7,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
+import sharp from 'sharp';
 import type { Server } from 'node:http';
 import { brokerConnection, commandPolicy, type DaemonConfig } from './config.ts';
 import type { Logger } from './log.ts';
@@ -26,10 +27,17 @@ import type { SourceConfig } from '../capture/pipelines.ts';
 import type { Frame, FrameSource, SourceState } from '../capture/types.ts';
 import { WorkerSupervisor } from '../inspect/worker-supervisor.ts';
 import type { BundleSummary } from '../inspect/protocol.ts';
-import { BundleStore } from '../bundle/bundle-store.ts';
+import { bundleStoreFor, NoSuchBundleError, type BundleStore, type VersionEntry } from '../bundle/bundle-store.ts';
+import { CalibrationRun, RecipeError, recipeFrom, type Recipe } from './calibration-run.ts';
+import { DaemonStationControl } from './station-control-impl.ts';
+import type { BundleVersion, CalibrationProgress, StartCalibration, StationMode, StationView } from '../web/station-control.ts';
 import { MqttPublisher } from '../publish/mqtt-publisher.ts';
 import type { CommandName } from '../publish/topics.ts';
-import { CAMERA_SCHEMA, STATS_SCHEMA, noFramePayload, verdictPayload, type CameraPayload, type StatsPayload, type VerdictPayload } from '../publish/payloads.ts';
+import { CAMERA_SCHEMA, STATS_SCHEMA, noFramePayload, uncalibratedPayload, verdictPayload, type CameraPayload, type StatsPayload, type VerdictPayload } from '../publish/payloads.ts';
+
+export const STATE_SCHEMA = 'hiercore-edge/state/1';
+/** the latest frame for the web page is encoded at most this often */
+const WEB_FRAME_MS = 1000;
 
 /** frames held for inference at once (all mode, bound triggers): each is a whole frame in memory */
 const READY_MAX = 8;
@@ -75,6 +83,13 @@ export class Daemon {
   private timers: NodeJS.Timeout[] = [];
   /** optional outputs beside the JSON topics (Sparkplug B), fed the station's events */
   private readonly extensions: StationEvents[] = [];
+  /** what the local web page sees and does */
+  readonly control: DaemonStationControl;
+  private web: { close(): Promise<void> } | null = null;
+  private webFrameAt = 0;
+  private calRun: CalibrationRun | null = null;
+  /** bundle activations one at a time (calibration, activate, rollback, reload) */
+  private activation: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly cfg: DaemonConfig,
@@ -86,8 +101,18 @@ export class Daemon {
       { mode: cfg.trigger.mode as TriggerMode, maxFps: cfg.trigger.max_fps, windowMs: cfg.trigger.window_ms, triggerQueueMax: cfg.trigger.queue_max, readyMax: READY_MAX },
       { noFrame: (t, why) => this.publishNoFrame(t, why), dropped: (what, detail) => this.onDropped(what, detail) },
     );
-    const bundleDir = cfg.bundle_dir || (cfg.bundle ? resolve(cfg.bundle, '..') : '');
-    this.bundles = new BundleStore(resolve(bundleDir || '.'), resolve(cfg.state_dir), cfg.bundle_max_mb * 2 ** 20);
+    // Without a bundle configured, calibrations file their versions under the state folder.
+    this.bundles = bundleStoreFor(cfg);
+    this.control = new DaemonStationControl({
+      view: () => this.view(),
+      calibration: () => this.calRun?.progress ?? null,
+      startCalibration: (req) => this.startCalibration({ recipe: req.recipe }),
+      stopCalibration: () => this.stopCalibration(),
+      runsDir: () => this.runsDir(),
+      bundles: () => this.bundleVersions(),
+      activate: (v) => this.activateVersion(v),
+      rollback: () => this.rollback(),
+    });
   }
 
   private status(text: string): void {
@@ -102,10 +127,18 @@ export class Daemon {
     this.source = this.createSource();
     if (this.cfg.archive.dir) this.archive = new NgArchive(resolve(this.cfg.archive.dir), this.cfg.archive.quota_mb * 2 ** 20, { log: (level, m) => this.log(level, m) });
     if (this.cfg.metrics.port) this.httpServer = await this.metrics.serve(this.cfg.metrics.host, this.cfg.metrics.port, () => this.health());
-    await this.startWorker(bundle);
+    if (bundle) await this.startWorker(bundle);
+    else
+      this.log(
+        'warn',
+        `no bundle yet: starting uncalibrated (camera, MQTT and health up, nothing scored; triggers are answered UNCALIBRATED). Calibrate with cmd/calibrate or the web page; bundles go to ${this.bundles.folder}`,
+      );
     this.abortIfStopping();
     this.status('connecting to MQTT');
     const broker = await this.startMqtt();
+    this.publishState();
+    this.abortIfStopping();
+    await this.startWeb();
     this.abortIfStopping();
     if (this.cfg.sparkplug.enabled) await this.startSparkplug(broker);
     this.abortIfStopping();
@@ -118,10 +151,11 @@ export class Daemon {
     if (this.stopping) throw new Error('stopped during start-up');
   }
 
-  private checkPrerequisites(): string {
+  /** The bundle to start with; null = none configured nor remembered: the station starts uncalibrated. */
+  private checkPrerequisites(): string | null {
     const c = this.cfg;
     if (!c.backbone) throw new Error('no backbone configured: set "backbone" (or HCE_BACKBONE) to a directory made by "hiercore-edge model import"');
-    if (!c.bundle) throw new Error('no bundle configured: set "bundle" (or HCE_BUNDLE) to a file made by "hiercore-edge calibrate"');
+    if (!c.bundle) return this.bundles.active('') || null;
     if (!existsSync(c.bundle)) throw new Error(`bundle ${c.bundle} does not exist: run "hiercore-edge calibrate --images <good images> --out ${c.bundle}"`);
     const active = this.bundles.active(resolve(c.bundle));
     if (active !== resolve(c.bundle)) this.log('info', `bundle ${active}: the one last reloaded (remembered in ${c.state_dir}) instead of the configured ${c.bundle}`);
@@ -163,7 +197,7 @@ export class Daemon {
   private async startSparkplug(broker: { url: string; protocol: 4 | 5 }): Promise<void> {
     const sp = await SparkplugBridge.start(this.cfg, broker, (name, body) => this.onCommand(name, body), this.log);
     this.extensions.push(sp);
-    this.emit((x) => x.bundle(this.worker!.bundle));
+    if (this.worker) this.emit((x) => x.bundle(this.worker!.bundle));
     this.log('info', `Sparkplug B edge node ${this.cfg.sparkplug.group_id}/${this.cfg.sparkplug.node_id || this.cfg.station} on ${broker.url}`);
   }
 
@@ -261,9 +295,10 @@ export class Daemon {
     if (this.ready) return;
     this.ready = true;
     this.notifier.ready();
-    this.status(`inspecting (${this.cfg.trigger.mode === 'mqtt' ? 'on PLC trigger' : 'free-run'})`);
+    this.status(this.worker ? `inspecting (${this.cfg.trigger.mode === 'mqtt' ? 'on PLC trigger' : 'free-run'})` : 'uncalibrated: waiting for a calibration');
     const broker = this.mqtt!.isConnected ? 'broker connected' : 'broker not connected yet (verdicts queue on disk until it is)';
-    this.log('info', `ready: camera, model and bundle are up, ${broker}; topics under ${this.mqtt!.topics.base}/`);
+    this.log('info', `ready: camera and model${this.worker ? ' and bundle' : ' (no bundle: uncalibrated)'} are up, ${broker}; topics under ${this.mqtt!.topics.base}/`);
+    this.publishState();
   }
 
   private facts(): HealthFacts {
@@ -273,7 +308,8 @@ export class Daemon {
       stopping: this.stopping,
       camera: this.camera.state,
       mqttConnected: this.mqtt?.isConnected === true,
-      workerAlive: this.worker?.alive === true,
+      // Uncalibrated there is no worker to answer: nothing to restart the service for.
+      workerAlive: this.worker ? this.worker.alive : !this.activating,
       storeError: this.mqtt?.queue.storeError ?? null,
       paused: this.scheduler.isPaused,
       mode: this.cfg.trigger.mode as TriggerMode,
@@ -325,8 +361,24 @@ export class Daemon {
     // A frame proves the camera works again, even if the last file or buffer was bad.
     if (this.camera.state !== 'streaming') this.onCameraState('streaming', 'frames arriving');
     this.markReady();
+    if (!this.worker) this.lastInspected = Date.now(); // uncalibrated: frames arriving is all the work there is
+    if (this.calRun?.capturing) this.calRun.offer(f, false);
+    if (this.cfg.web.port) this.encodeWebFrame(f);
     this.scheduler.offerFrame({ ...f, id: ++this.frameCounter });
     this.pump();
+  }
+
+  private encodeWebFrame(f: Omit<Frame, 'id'>): void {
+    const now = Date.now();
+    if (now - this.webFrameAt < WEB_FRAME_MS) return;
+    this.webFrameAt = now;
+    sharp(Buffer.from(f.data), { raw: { width: f.width, height: f.height, channels: 3 } })
+      .jpeg({ quality: 75 })
+      .toBuffer()
+      .then(
+        (b) => this.control.noteFrame(b),
+        () => {},
+      );
   }
 
   private onDropped(what: 'frame' | 'trigger', detail: string): void {
@@ -373,6 +425,8 @@ export class Daemon {
   private async process(job: Job): Promise<void> {
     const startedAt = Date.now();
     const c = this.cfg;
+    if (job.trigger && this.calRun?.capturing) this.calRun.offer(job.frame, true);
+    if (!this.worker) return this.uncalibrated(job);
     const snapshot = Boolean(job.snapshot);
     let r: Awaited<ReturnType<WorkerSupervisor['inspect']>>;
     try {
@@ -404,12 +458,32 @@ export class Daemon {
     if (r.result.verdict !== 'OK') this.archiveReject(job.frame.id, json, r);
     job.snapshot?.(payload);
     this.count(payload, Boolean(job.trigger));
+    this.control.noteVerdict(payload, payload.heatmap ? r.heatmapJpeg : undefined, r.frameJpeg);
     if (r.result.verdict !== 'OK') this.logReject(payload);
   }
 
+  /** No bundle yet: a trigger still gets its answer (UNCALIBRATED); free-run frames get none. */
+  private uncalibrated(job: Job): void {
+    job.snapshot?.(null);
+    if (!job.trigger) return;
+    const p = uncalibratedPayload({ runId: this.runId, station: this.cfg.station }, job.trigger, job.frame, Date.now());
+    this.mqtt!.publishVerdict(JSON.stringify(p), p.frame_id);
+    this.stats.verdict('UNCALIBRATED');
+    this.metrics.triggers.inc({ outcome: 'uncalibrated' });
+    this.metrics.verdicts.inc({ cluster: 'none', verdict: 'UNCALIBRATED' });
+    this.control.noteVerdict(p);
+    this.emit((x) => x.verdict(p, { ...this.stats.verdicts }, this.stats.latencyPercentiles()));
+  }
+
+  private bundleRef(): { id: string; created_at: string; version?: string } | null {
+    const b = this.worker?.bundle;
+    if (!b) return null;
+    const version = this.bundles.versionOf(b.path);
+    return { id: b.bundle_id, created_at: b.created_at, ...(version ? { version } : {}) };
+  }
+
   private verdictContext() {
-    const b = this.worker!.bundle;
-    return { runId: this.runId, station: this.cfg.station, bundle: { id: b.bundle_id, created_at: b.created_at } };
+    return { runId: this.runId, station: this.cfg.station, bundle: this.bundleRef()! };
   }
 
   private archiveReject(frameId: number, json: string, r: { frameJpeg?: Uint8Array; heatmapJpeg?: Uint8Array }): void {
@@ -444,9 +518,9 @@ export class Daemon {
   }
 
   private publishNoFrame(t: Trigger, reason: NoFrameReason): void {
-    const b = this.worker?.bundle;
-    const p = noFramePayload({ runId: this.runId, station: this.cfg.station, bundle: b ? { id: b.bundle_id, created_at: b.created_at } : null }, t, reason, Date.now());
+    const p = noFramePayload({ runId: this.runId, station: this.cfg.station, bundle: this.bundleRef() }, t, reason, Date.now());
     this.mqtt?.publishVerdict(JSON.stringify(p), p.frame_id);
+    this.control.noteVerdict(p);
     this.stats.verdict('NO_FRAME');
     this.metrics.triggers.inc({ outcome: 'no_frame' });
     this.metrics.verdicts.inc({ cluster: 'none', verdict: 'NO_FRAME' });
@@ -477,6 +551,7 @@ export class Daemon {
       mqtt_queue: { depth: q?.depth ?? 0, dropped: q?.dropped ?? 0, store_error: q?.storeError ?? null },
       paused: this.scheduler.isPaused,
       bundle: this.worker?.bundle.bundle_id ?? null,
+      state: this.calRun?.finished === false ? 'calibrating' : this.mode(),
       archive: this.archive ? { entries: this.archive.count, mb: Number((this.archive.bytes / 2 ** 20).toFixed(1)), errors: s.archiveErrors } : null,
     };
   }
@@ -487,11 +562,13 @@ export class Daemon {
         this.scheduler.pause();
         this.emit((x) => x.paused(true));
         this.log('info', 'paused by command');
+        this.publishState();
         return { paused: true };
       case 'resume':
         this.scheduler.resume();
         this.emit((x) => x.paused(false));
         this.log('info', 'resumed by command');
+        this.publishState();
         return { paused: false };
       case 'get_stats':
         return this.statsPayload();
@@ -501,10 +578,23 @@ export class Daemon {
         return this.snapshot();
       case 'reload':
         return this.reload(typeof body.bundle === 'string' ? body.bundle : '');
+      case 'activate':
+        return this.activateVersion(String(body.version));
+      case 'rollback':
+        return this.rollback();
+      case 'get_bundles':
+        return this.bundleVersions();
+      case 'calibrate':
+        if (body.stop === true) {
+          await this.stopCalibration();
+          return this.calRun?.progress ?? null;
+        }
+        return this.startCalibration({ recipe: body.recipe as Record<string, unknown> | undefined });
     }
   }
 
   private snapshot(): Promise<VerdictPayload> {
+    if (!this.worker) return Promise.reject(new Error('the station has no bundle yet (uncalibrated): calibrate first (cmd/calibrate)'));
     const timeout = Math.max(1000, this.cfg.source.frame_timeout_ms * 2);
     return new Promise((resolveSnap, reject) => {
       const done = (v: VerdictPayload | null) => {
@@ -528,17 +618,186 @@ export class Daemon {
 
   /** By name from the bundle folder (never an arbitrary path); "" reloads the active bundle file. */
   private async reload(name: string): Promise<BundleSummary> {
+    if (!name && !this.worker) throw new Error('the station has no bundle yet (uncalibrated): name one of the bundle folder, or calibrate');
     const path = name ? this.bundles.resolve(name) : this.worker!.bundle.path;
-    // The worker finishes the frame in hand, swaps the bundle, then takes the next frame.
-    const b = await this.worker!.reload(path);
-    try {
-      this.bundles.remember(path, this.cfg.bundle);
-    } catch (e) {
-      this.log('warn', `bundle ${path} is active, but could not be remembered for the next start: ${(e as Error).message}`);
-    }
-    this.emit((x) => x.bundle(b));
-    this.log('info', `bundle reloaded: ${b.bundle_id} from ${path} (${b.clusters.length} clusters)`);
-    return b;
+    return this.activatePath(path, 'reloaded');
+  }
+
+  private get activating(): boolean {
+    return this.activationsPending > 0;
+  }
+  private activationsPending = 0;
+
+  /**
+   * Makes `path` the live bundle, one activation at a time: the worker finishes the frame in hand,
+   * swaps the bundle, then takes the next frame (the first bundle of an uncalibrated station starts
+   * the worker). Remembered for the next start; old versions beyond calibration.keep_versions go.
+   */
+  private activatePath(path: string, verb = 'activated'): Promise<BundleSummary> {
+    this.activationsPending++;
+    const next = this.activation.then(async () => {
+      let b: BundleSummary;
+      const replaced = this.worker?.bundle.path ?? '';
+      if (this.worker) b = await this.worker.reload(path);
+      else {
+        await this.startWorker(path);
+        b = this.worker!.bundle;
+        this.status(`inspecting (${this.cfg.trigger.mode === 'mqtt' ? 'on PLC trigger' : 'free-run'})`);
+      }
+      try {
+        this.bundles.remember(path, this.cfg.bundle, replaced);
+      } catch (e) {
+        this.log('warn', `bundle ${path} is active, but could not be remembered for the next start: ${(e as Error).message}`);
+      }
+      const gone = this.bundles.prune(this.cfg.calibration.keep_versions, path);
+      if (gone.length) this.log('info', `bundle versions removed (calibration.keep_versions ${this.cfg.calibration.keep_versions}): ${gone.join(', ')}`);
+      this.emit((x) => x.bundle(b));
+      this.log('info', `bundle ${verb}: ${b.bundle_id} from ${path} (${b.clusters.length} clusters)`);
+      this.publishState();
+      return b;
+    });
+    this.activation = next.catch(() => {}).finally(() => this.activationsPending--);
+    return next;
+  }
+
+  private versionView(v: VersionEntry): BundleVersion {
+    return { version: v.version, bundle_id: v.bundle_id, created_at: v.created_at, clusters: v.clusters, active: v.active, validated: v.validated, report: v.report };
+  }
+
+  private bundleVersions(): BundleVersion[] {
+    return this.bundles.versions(this.worker?.bundle.path ?? null).map((v) => this.versionView(v));
+  }
+
+  private async activateVersion(version: string): Promise<BundleVersion> {
+    await this.activatePath(this.bundles.versionPath(version));
+    return this.bundleVersions().find((v) => v.version === version)!;
+  }
+
+  /** Back to the bundle that was active before this one. */
+  private async rollback(): Promise<BundleVersion> {
+    const prev = this.bundles.previous();
+    if (!prev) throw new NoSuchBundleError('rollback: no previous bundle to go back to (none was active before this one, or it has been deleted)');
+    await this.activatePath(prev, 'rolled back');
+    const v = this.bundles.versionOf(prev);
+    const b = this.worker!.bundle;
+    return (
+      this.bundleVersions().find((x) => x.version === v) ?? {
+        version: v ?? prev,
+        bundle_id: b.bundle_id,
+        created_at: b.created_at,
+        clusters: b.clusters.length,
+        active: true,
+        validated: null,
+        report: null,
+      }
+    );
+  }
+
+  private runsDir(): string {
+    return join(resolve(this.cfg.state_dir), 'calibration', 'runs');
+  }
+
+  private defaultRecipe(): Recipe {
+    const k = this.cfg.calibration;
+    return { images: k.images, policy: k.policy as Recipe['policy'], interval_s: k.interval_s, holdout: k.holdout };
+  }
+
+  /** cmd/calibrate and the web page: one run at a time, inspection goes on with the active bundle. */
+  private async startCalibration(req: StartCalibration): Promise<CalibrationProgress> {
+    if (this.stopping) throw new Error('the station is stopping');
+    const cur = this.calRun;
+    if (cur && !cur.finished) throw new Error(`calibration run ${cur.runId} is under way (${cur.progress.stage}): one at a time; cancel it with cmd/calibrate {"stop": true}`);
+    const recipe = recipeFrom(this.defaultRecipe(), req.recipe);
+    if (recipe.policy === 'trigger' && this.cfg.trigger.mode !== 'mqtt') throw new RecipeError('calibrate: policy "trigger" needs trigger.mode "mqtt" (no PLC triggers arrive otherwise)');
+    const k = this.cfg.calibration;
+    const run = new CalibrationRun(
+      this.runsDir(),
+      {
+        recipe,
+        maxFrr: k.max_frr,
+        threads: k.threads,
+        nice: k.nice,
+        captureTimeoutMs: k.capture_timeout_s * 1000,
+        engineConfig: k.engine_config ? resolve(k.engine_config) : '',
+        backbone: resolve(this.cfg.backbone),
+        station: this.cfg.station,
+      },
+      {
+        progress: (p) => this.onCalibrationProgress(p),
+        log: (level, m) => this.log(level, m),
+        finish: (file, validated, r) => this.fileCalibratedBundle(file, validated, r),
+      },
+    );
+    this.calRun = run;
+    void run.done.finally(() => this.publishState());
+    this.publishState();
+    return { ...run.progress };
+  }
+
+  private async stopCalibration(): Promise<void> {
+    const run = this.calRun;
+    if (!run || run.finished) throw new Error('no calibration run is under way');
+    await run.stop();
+  }
+
+  private async fileCalibratedBundle(file: string, validated: boolean, r: { runId: string; report: string; problem?: string }): Promise<{ version: string; activated: boolean }> {
+    const version = this.bundles.addVersion(file, { validated, report: r.report, run_id: r.runId, ...(r.problem ? { problem: r.problem } : {}) });
+    if (!validated) return { version, activated: false };
+    await this.activatePath(this.bundles.versionPath(version), 'activated after calibration');
+    return { version, activated: true };
+  }
+
+  private onCalibrationProgress(p: CalibrationProgress): void {
+    this.mqtt?.publishJson(this.mqtt.topics.calibration, p, true);
+    this.control.noteProgress(p);
+  }
+
+  private mode(): StationMode {
+    if (this.stopping) return 'stopping';
+    if (!this.ready) return 'starting';
+    if (!this.worker) return 'uncalibrated';
+    return this.scheduler.isPaused ? 'paused' : 'inspecting';
+  }
+
+  private view(): Omit<StationView, 'counts'> {
+    const b = this.worker?.bundle;
+    return {
+      station: this.cfg.station,
+      mode: this.mode(),
+      camera: { state: this.camera.state, detail: this.camera.detail },
+      bundle: b ? { id: b.bundle_id, version: this.bundles.versionOf(b.path) ?? b.path.split('/').pop()!, created_at: b.created_at, clusters: b.clusters.map((c) => c.name) } : null,
+    };
+  }
+
+  /** Retained: a SCADA client that subscribes later still learns whether the station can judge parts. */
+  private publishState(): void {
+    const run = this.calRun;
+    this.mqtt?.publishJson(
+      this.mqtt.topics.state,
+      {
+        schema: STATE_SCHEMA,
+        station: this.cfg.station,
+        state: this.mode(),
+        bundle: this.bundleRef(),
+        calibration: run && !run.finished ? { run_id: run.runId, stage: run.progress.stage } : null,
+        timestamp: new Date().toISOString(),
+      },
+      true,
+    );
+  }
+
+  /** The local web page (src/web/server.ts) when web.port is set: created here, closed in stop(). */
+  private async startWeb(): Promise<void> {
+    const w = this.cfg.web;
+    if (!w.port) return;
+    type WebModule = { startWebServer?: (control: DaemonStationControl, o: { host: string; port: number; log: Logger }) => Promise<{ close(): Promise<void> }> };
+    const mod = (await import(new URL('../web/server.ts', import.meta.url).href).catch((e: Error) => {
+      this.log('warn', `web page not started: ${e.message}`);
+      return null;
+    })) as WebModule | null;
+    if (!mod?.startWebServer) return void (mod && this.log('warn', 'web page not started: src/web/server.ts has no startWebServer()'));
+    this.web = await mod.startWebServer(this.control, { host: w.host, port: w.port, log: this.log });
+    this.log('info', `web page on http://${w.host}:${w.port}/`);
   }
 
   /** SIGTERM: stop capture, finish frames bound to triggers, answer the rest, flush verdicts, exit. */
@@ -555,6 +814,9 @@ export class Daemon {
     this.log('info', `stopping (${reason})`);
     for (const t of this.timers) clearInterval(t);
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    // A calibration cannot finish without the camera: cancel it (its run folder and log are kept).
+    if (this.calRun && !this.calRun.finished) await within(this.calRun.stop(), 1000);
+    await within(this.web?.close(), 1000);
     await within(this.source?.stop(), 2000);
     await within(this.busy, 3000);
     await this.finishBound(this.scheduler.stop(), Math.min(STOP_FINISH_MS, left(6000)));

@@ -54,6 +54,8 @@ export class SparkplugBridge implements StationEvents {
   }
 
   verdict(p: VerdictPayload, totals: StationMetrics['verdicts'], latency: StationMetrics['latency_ms']): void {
+    // Not a part verdict (no bundle yet): the Sparkplug metric set has no place for it.
+    if (p.verdict === 'UNCALIBRATED') return;
     if (p.cluster && (p.verdict === 'OK' || p.verdict === 'NG')) {
       if (!this.clusters[p.cluster]) this.clusters[p.cluster] = { OK: 0, NG: 0 };
       this.clusters[p.cluster][p.verdict]++;

@@ -11,7 +11,7 @@ export class StationStats {
   errors = 0;
   workerRestarts = 0;
   archiveErrors = 0;
-  readonly verdicts: Record<Verdict, number> = { OK: 0, NG: 0, UNKNOWN: 0, NO_FRAME: 0 };
+  readonly verdicts: Record<Verdict, number> = { OK: 0, NG: 0, UNKNOWN: 0, NO_FRAME: 0, UNCALIBRATED: 0 };
   readonly triggers = { received: 0, refused: 0, no_frame: 0 };
   /** defect regions per type ("untyped" without defect types in the bundle) */
   readonly defectRegions: Record<string, number> = {};
@@ -20,7 +20,7 @@ export class StationStats {
   verdict(v: Verdict, captureToVerdictMs?: number): void {
     this.verdicts[v]++;
     if (v === 'NO_FRAME') this.triggers.no_frame++;
-    else this.inspected++;
+    else if (v !== 'UNCALIBRATED') this.inspected++;
     if (captureToVerdictMs === undefined) return;
     this.latency.push(captureToVerdictMs);
     if (this.latency.length > LATENCY_WINDOW) this.latency.shift();

@@ -1,0 +1,139 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import * as ort from 'onnxruntime-node';
+import { annIndex, buildAnnGraph, pcaProjection, projectRows } from '../src/score/ann.ts';
+import { PatchScorer, nearestRows } from '../src/score/scorer.ts';
+import { seededRandom } from '../src/score/coreset.ts';
+import { createSession } from '../src/features/session.ts';
+import { sqDist } from '../src/util/vec.ts';
+
+function randomMatrix(rows: number, cols: number, seed: number, scale = 1): Float32Array {
+  const r = seededRandom(seed);
+  return new Float32Array(rows * cols).map(() => (r() - 0.5) * scale);
+}
+
+/** Points near a `rank`-dimensional subspace of `dim` (like patch features: most variance in few directions). */
+function lowRank(n: number, dim: number, rank: number, seed: number, noise = 0.01): Float32Array {
+  const basis = randomMatrix(rank, dim, seed + 1000);
+  const coef = randomMatrix(n, rank, seed, 4);
+  const x = randomMatrix(n, dim, seed + 2000, noise);
+  for (let i = 0; i < n; i++) for (let a = 0; a < rank; a++) for (let t = 0; t < dim; t++) x[i * dim + t] += coef[i * rank + a] * basis[a * dim + t];
+  return x;
+}
+
+const geometry = (gh: number, gw: number) => ({ gridHeight: gh, gridWidth: gw, height: 8 * gh, width: 8 * gw });
+
+async function scores(bank: Float32Array, m: number, dim: number, patches: Float32Array, gh: number, gw: number, search?: { mode: 'ann'; projection_dim: number; candidates: number }) {
+  const s = await PatchScorer.create(bank, m, dim, { ...geometry(gh, gw), search });
+  try {
+    return await s.score(patches);
+  } finally {
+    await s.release();
+  }
+}
+
+test('ANN patch scores are never below exact ones, and equal them when candidates >= bank rows', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 2, max: 40 }), // m
+      fc.integer({ min: 2, max: 24 }), // dim
+      fc.integer({ min: 1, max: 8 }), // projection dim (clamped to dim)
+      fc.integer({ min: 1, max: 48 }), // candidates
+      fc.integer({ min: 0, max: 1e6 }), // seed
+      async (m, dim, r, k, seed) => {
+        const bank = randomMatrix(m, dim, seed, 3);
+        const patches = randomMatrix(6, dim, seed + 1, 3);
+        const exact = await scores(bank, m, dim, patches, 2, 3);
+        const ann = await scores(bank, m, dim, patches, 2, 3, { mode: 'ann', projection_dim: r, candidates: k });
+        for (let p = 0; p < 6; p++) {
+          const e = exact.patchScores[p];
+          const a = ann.patchScores[p];
+          assert.ok(a >= e - 1e-3 * Math.max(1, e), `patch ${p}: ann ${a} < exact ${e}`);
+          if (k >= m) assert.ok(Math.abs(a - e) <= 1e-3 * Math.max(1, e), `k ${k} >= m ${m}: ann ${a} vs exact ${e}`);
+          // Every ANN score is the distance to some real bank row.
+          const dists = Array.from({ length: m }, (_, j) => Math.sqrt(sqDist(bank, j * dim, patches, p * dim, dim)));
+          assert.ok(
+            dists.some((d) => Math.abs(d - a) <= 1e-3 * Math.max(1, d)),
+            `patch ${p}: ${a} is no bank distance`,
+          );
+        }
+        assert.ok(ann.score >= exact.score - 1e-3 * Math.max(1, exact.score));
+      },
+    ),
+    { numRuns: 40 },
+  );
+});
+
+test('PCA projection: orthonormal columns spanning the bank subspace', async () => {
+  const dim = 32;
+  const rank = 4;
+  const m = 300;
+  const bank = lowRank(m, dim, rank, 7, 0);
+  const w = await pcaProjection(bank, m, dim, rank);
+  for (let a = 0; a < rank; a++)
+    for (let b = 0; b < rank; b++) {
+      let dot = 0;
+      for (let t = 0; t < dim; t++) dot += w[t * rank + a] * w[t * rank + b];
+      assert.ok(Math.abs(dot - (a === b ? 1 : 0)) < 1e-4, `column ${a}.${b}: ${dot}`);
+    }
+  // Differences of bank rows lie in the subspace: the projection keeps their length.
+  const y = projectRows(bank, m, dim, w, rank);
+  for (let i = 1; i < 20; i++) {
+    const full = sqDist(bank, 0, bank, i * dim, dim);
+    const proj = sqDist(y, 0, y, i * rank, rank);
+    assert.ok(Math.abs(full - proj) <= 1e-3 * full, `rows 0-${i}: ${proj} of ${full}`);
+  }
+  // A random orthonormal basis would keep about rank/dim of it: PCA is what makes stage 1 cheap.
+});
+
+test('recall of the exact nearest neighbour on low-rank data is high with few candidates', async () => {
+  const dim = 64;
+  const m = 2000;
+  const gh = 10;
+  const gw = 10;
+  const all = lowRank(m + gh * gw, dim, 12, 11, 0.05);
+  const bank = all.subarray(0, m * dim);
+  const patches = all.slice(m * dim);
+  const exact = await scores(bank, m, dim, patches, gh, gw);
+  const recall = async (r: number, k: number) => {
+    const ann = await scores(bank, m, dim, patches, gh, gw, { mode: 'ann', projection_dim: r, candidates: k });
+    let hits = 0;
+    for (let p = 0; p < gh * gw; p++) if (ann.patchScores[p] <= exact.patchScores[p] * (1 + 1e-4) + 1e-5) hits++;
+    return hits / (gh * gw);
+  };
+  const narrow = await recall(2, 1);
+  const wide = await recall(12, 8);
+  console.log(`recall@1: projection 2 / 1 candidate ${narrow}, projection 12 / 8 candidates ${wide}`);
+  assert.ok(wide >= 0.95, `recall ${wide}`);
+  assert.ok(wide > narrow, `more dimensions and candidates find more (${narrow} -> ${wide})`);
+});
+
+test('masked ANN graph: dropped rows are never used, and it equals masked exact search when candidates >= rows', async () => {
+  const dim = 16;
+  const m = 60;
+  const P = 12;
+  const bank = lowRank(m, dim, 5, 3, 0.1);
+  const patches = new Float32Array(P * dim);
+  // Half of the patches are copies of bank rows that get masked: their exact match must not count.
+  for (let p = 0; p < P; p++) patches.set(p % 2 === 0 ? bank.subarray(p * dim, (p + 1) * dim) : randomMatrix(1, dim, 50 + p, 3), p * dim);
+  const mask = new Float32Array(m);
+  for (let p = 0; p < P; p += 2) mask[p] = Infinity;
+  const keep = Array.from({ length: m }, (_, j) => j).filter((j) => mask[j] === 0);
+  const reference = (p: number) => Math.min(...keep.map((j) => Math.sqrt(sqDist(bank, j * dim, patches, p * dim, dim))));
+  const index = await annIndex(bank, m, dim, 4);
+  for (const k of [3, m]) {
+    const session = await createSession(buildAnnGraph({ bank, m, dim, ...index, candidates: k, patches: P, masked: true }));
+    const out = await session.run({ patches: new ort.Tensor('float32', patches, [P, dim]), mask: new ort.Tensor('float32', mask, [m]) });
+    const got = out.patch_scores.data as Float32Array;
+    for (let p = 0; p < P; p++) {
+      const want = reference(p);
+      assert.ok(got[p] >= want - 1e-3 * Math.max(1, want), `k ${k} patch ${p}: ${got[p]} < ${want}`);
+      if (k === m) assert.ok(Math.abs(got[p] - want) <= 1e-3 * Math.max(1, want), `k ${k} patch ${p}: ${got[p]} vs ${want}`);
+    }
+    await session.release();
+  }
+  // Unmasked, the copies score zero: the mask is what kept them out.
+  const [[, d0]] = nearestRows(bank, m, dim, patches, 0, 1);
+  assert.ok(d0 < 1e-4);
+});
