@@ -23,8 +23,9 @@ runtime_pkgs=(ca-certificates
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-tools libaravis-0.8-0 aravis-tools libsystemd-dev pkg-config make g++ python3)
 # Tests: a real mosquitto broker (+ clients) for the daemon integration tests, openssl for their TLS
-# certificates, and Debian's PyTorch so deploy/export_backbone.py (random weights, no download) is tested.
-dev_pkgs=(mosquitto mosquitto-clients openssl iproute2 python3-torch python3-torchvision)
+# certificates, Debian's PyTorch so deploy/export_backbone.py (random weights, no download) is tested, and
+# Debian's Chromium, which test/web.test.ts drives (playwright-core, no browser download) to test the web page.
+dev_pkgs=(mosquitto mosquitto-clients openssl iproute2 python3-torch python3-torchvision chromium)
 
 pkgs=("${runtime_pkgs[@]}")
 [ "$runtime_only" = 1 ] || pkgs+=("${dev_pkgs[@]}")

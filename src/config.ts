@@ -13,7 +13,7 @@ import type { SearchSettings } from './score/ann.ts';
 import { KEY_MODES, type KeyMode, type LimitRule } from './route/router.ts';
 
 /** How held-out good scores (and so thresholds) are computed: k fold banks, or one bank with each image's own rows masked. */
-export const HELD_OUT_METHODS = ['kfold', 'leave-self-out'] as const;
+export const HELD_OUT_METHODS = ['kfold', 'masked-kfold', 'leave-self-out'] as const;
 export type HeldOutMethod = (typeof HELD_OUT_METHODS)[number];
 
 /**
@@ -30,7 +30,7 @@ export interface SearchConfig {
 export interface EngineConfig {
   backbone: string;
   features: { input_size: string; fit: FitMode; pre_dim: number; dim: number };
-  coreset: { ratio: number; projection_dim: number; seed: number; dtype: 'float32' | 'float16' };
+  coreset: { ratio: number; projection_dim: number; seed: number; dtype: 'float32' | 'float16'; group_images: number; group_share: number };
   scoring: { reweight_neighbours: number; heatmap_sigma: number; search: SearchConfig };
   runtime: { provider: ExecutionProvider; threads: number };
   calibration: {
@@ -44,6 +44,7 @@ export interface EngineConfig {
     keys: KeyMode;
     key_count: number;
     routing_limit: LimitRule;
+    feature_cache_mb: number;
   };
 }
 
@@ -78,6 +79,13 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
   check(typeof c.coreset.ratio === 'number' && c.coreset.ratio > 0 && c.coreset.ratio <= 1, 'coreset.ratio', c.coreset.ratio, 'a number in (0, 1]');
   check(int(c.coreset.projection_dim) && c.coreset.projection_dim >= 0, 'coreset.projection_dim', c.coreset.projection_dim, 'an integer >= 0 (0 = no projection)');
   check(int(c.coreset.seed), 'coreset.seed', c.coreset.seed, 'an integer');
+  check(int(c.coreset.group_images) && c.coreset.group_images >= 1, 'coreset.group_images', c.coreset.group_images, 'a positive integer (images per first-stage group)');
+  check(
+    typeof c.coreset.group_share === 'number' && c.coreset.group_share > 0 && c.coreset.group_share <= 1,
+    'coreset.group_share',
+    c.coreset.group_share,
+    'a share in (0, 1]; 1 = one global greedy selection',
+  );
   check(c.coreset.dtype === 'float32' || c.coreset.dtype === 'float16', 'coreset.dtype', c.coreset.dtype, 'float32 or float16');
   check(int(c.scoring.reweight_neighbours) && c.scoring.reweight_neighbours >= 0, 'scoring.reweight_neighbours', c.scoring.reweight_neighbours, 'an integer >= 0 (0 = off, the paper uses 9)');
   check(typeof c.scoring.heatmap_sigma === 'number' && c.scoring.heatmap_sigma > 0, 'scoring.heatmap_sigma', c.scoring.heatmap_sigma, 'a positive number');
@@ -90,6 +98,7 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
   const k = c.calibration;
   check(typeof k.frr_target === 'number' && k.frr_target > 0 && k.frr_target < 0.5, 'calibration.frr_target', k.frr_target, 'a false-reject rate in (0, 0.5), e.g. 0.005 for 0.5%');
   check(int(k.folds) && k.folds >= 2 && k.folds <= 20, 'calibration.folds', k.folds, 'an integer from 2 to 20');
+  check(typeof k.feature_cache_mb === 'number' && k.feature_cache_mb >= 0, 'calibration.feature_cache_mb', k.feature_cache_mb, 'megabytes of patch features kept between passes (0 = extract twice)');
   check(HELD_OUT_METHODS.includes(k.held_out), 'calibration.held_out', k.held_out, `one of ${HELD_OUT_METHODS.join(', ')}`);
   check(k.threshold === 'frr' || k.threshold === 'f1', 'calibration.threshold', k.threshold, '"frr" (from good images) or "f1" (needs --defects)');
   check(int(k.min_cluster_size) && k.min_cluster_size >= 2, 'calibration.min_cluster_size', k.min_cluster_size, 'an integer >= 2 (and >= folds)');
@@ -145,7 +154,7 @@ export function searchSettings(c: EngineConfig): SearchSettings {
 }
 
 export function coresetSettings(c: EngineConfig): CoresetSettings {
-  return { ratio: c.coreset.ratio, projectionDim: c.coreset.projection_dim, seed: c.coreset.seed, dtype: c.coreset.dtype };
+  return { ratio: c.coreset.ratio, projectionDim: c.coreset.projection_dim, seed: c.coreset.seed, dtype: c.coreset.dtype, groupImages: c.coreset.group_images, groupShare: c.coreset.group_share };
 }
 
 export function loadEngineConfig(siteFile?: string, overrides: Record<string, unknown> = {}): EngineConfig {

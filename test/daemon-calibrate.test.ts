@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { syntheticPart, tempDir, writePng, writeSyntheticBackbone, writeSyntheticBundle } from './helpers/synthetic.ts';
@@ -17,6 +17,7 @@ import type { VerdictPayload } from '../src/publish/payloads.ts';
 import type { CalibrationProgress } from '../src/web/station-control.ts';
 import { FrameSelector } from '../src/service/calibration-capture.ts';
 import { recipeFrom, splitHoldout } from '../src/service/calibration-run.ts';
+import { stationRecipe } from '../src/calibrate/recipe.ts';
 import { validateOutcome } from '../src/service/calibration-validate.ts';
 
 const BASE = 'hiercore/cal-line';
@@ -127,6 +128,8 @@ test('daemon: cmd/calibrate builds, validates and activates a bundle from the li
     assert.ok(existsSync(end.result!.report!), 'report.html written');
     const runDir = join(dir, 'state', 'calibration', 'runs', end.run_id);
     for (const f of ['recipe.json', 'log.txt', 'report.html']) assert.ok(existsSync(join(runDir, f)), f);
+    const html = readFileSync(end.result!.report!, 'utf8');
+    for (const part of ['Warnings', 'Time per stage', '<svg', 'data:image/jpeg;base64,']) assert.ok(html.includes(part), `report has ${part}`);
     assert.equal(readdirSync(join(runDir, 'images')).length, 25);
 
     const version = end.result!.version!;
@@ -266,8 +269,8 @@ test('calibration pieces: capture skips repeats and blank views, hold-out split,
   assert.deepEqual(holdout, [4, 9, 14, 19, 24]);
   assert.equal(train.length, 20);
 
-  const base = { images: 60, policy: 'count' as const, interval_s: 1, holdout: 0.2 };
-  assert.deepEqual(recipeFrom(base, { images: 30, policy: 'interval' }), { ...base, images: 30, policy: 'interval' });
+  const base = stationRecipe({ images: 60, policy: 'count', interval_s: 1, holdout: 0.2, max_frr: 0.05 });
+  assert.deepEqual(recipeFrom(base, { images: 30, policy: 'interval' }), { ...base, capture: { ...base.capture, images: 30, policy: 'interval' } });
   assert.throws(() => recipeFrom(base, { images: 2 }), /4-5000/);
   assert.throws(() => recipeFrom(base, { holdout: 0 }), /holdout/);
   assert.throws(() => recipeFrom(base, { path: '/etc' }), /unknown recipe field "path"/);

@@ -141,3 +141,119 @@ test('one product type stays one cluster; poses of one product are merged; tiny 
   );
   assert.equal(m.partition.labels[0], m.partition.labels[9], 'went to its own product (base/pose cluster)');
 });
+
+/**
+ * Issue 9: one product far off (here in two poses) and three closer ones. The whole set's best FINCH
+ * level is "far | the rest"; the choice applied again inside the rest finds the three.
+ */
+function farAndThree(seed: number) {
+  const d = 32;
+  const rnd = seededRandom(seed);
+  const gauss = () => Math.sqrt(-2 * Math.log(rnd() + 1e-12)) * Math.cos(2 * Math.PI * rnd());
+  const axis = (k: number) => Float32Array.from({ length: d }, (_, j) => (j === k ? 1 : 0));
+  const near = (k: number) => Float32Array.from(axis(1), (v, j) => v + (j === k ? 0.35 : 0));
+  const poseB = Float32Array.from(axis(0), (v, j) => v + (j === 6 ? 0.25 : 0)); // the far product turned over
+  const centres = [axis(0), poseB, near(2), near(3), near(4)];
+  const counts = [60, 60, 40, 40, 40];
+  const truth: number[] = [];
+  const rows: number[] = [];
+  const turn: number[] = [];
+  centres.forEach((c, g) => {
+    for (let i = 0; i < counts[g]; i++) {
+      for (let j = 0; j < d; j++) rows.push(c[j] + 0.02 * gauss());
+      truth.push(Math.max(0, g - 1)); // groups 0 and 1 are one product
+      turn.push(g < 2 ? 0.05 : 0.01, g < 2 ? 0.05 : 0.01, g < 2 ? 0.05 : 0.01);
+    }
+  });
+  return { x: Float32Array.from(rows), n: truth.length, d, truth: Int32Array.from(truth), pose: { samples: Float32Array.from(turn), perRow: 3 } };
+}
+
+test('a far-off product and three closer ones give 4 clusters, and every split is recorded', () => {
+  for (const seed of [1, 2, 3]) {
+    const { x, n, d, truth, pose } = farAndThree(seed);
+    const r = clusterEmbeddings(x, n, d, { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 10 }, pose);
+    const levels = r.hierarchy.map((h) => `${h.count}:${h.silhouette?.toFixed(2)}`).join(' ');
+    assert.equal(r.count, 4, `seed ${seed}: ${r.reason} (${levels})`);
+    assert.ok(samePartition(r.labels, truth), `seed ${seed}: the products, the far one in both poses`);
+    const root = r.splits[0];
+    assert.equal(root.node, '0');
+    assert.ok(root.split && root.groups < 4, `seed ${seed}: the whole set alone does not give the 4 (${root.groups} groups)`);
+    const inner = r.splits.filter((s) => s.split && s.node !== '0');
+    assert.ok(inner.length >= 1, 'a split inside a part');
+    for (const s of r.splits) {
+      const kids = r.splits.filter((c) => c.node.startsWith(`${s.node}.`) && c.node.split('.').length === s.node.split('.').length + 1);
+      assert.equal(kids.length, s.split ? s.groups : 0, `node ${s.node}: one child node per group`);
+      assert.equal(
+        kids.reduce((t, c) => t + c.size, 0),
+        s.split ? s.size : 0,
+        `node ${s.node}: children hold its images`,
+      );
+      if (!s.split) assert.ok(s.silhouette === null || s.silhouette < 0.2 || s.groups === 1, `leaf ${s.node} says why it was not split`);
+    }
+    const leaves = r.splits.filter((s) => !s.split);
+    assert.deepEqual(leaves.map((s) => s.cluster).sort(), [0, 1, 2, 3], 'each leaf is one final cluster');
+    for (const s of leaves) assert.equal(s.size, r.labels.filter((l) => l === s.cluster).length);
+    // The far product's two poses were joined by a pose merge, recorded into its cluster.
+    const farLeaf = leaves.find((s) => s.cluster === r.labels[0])!;
+    assert.equal(farLeaf.groups, 1, 'its node was not split: its groups merged');
+    const poseMerges = r.merged.filter((m) => m.reason === 'pose' && m.into === r.labels[0]);
+    assert.ok(poseMerges.length >= 1 && poseMerges.every((m) => m.distance < m.limit!), JSON.stringify(r.merged));
+    assert.ok(!r.merged.some((m) => m.reason === 'small'));
+  }
+});
+
+test('one product in several poses stays one cluster, also when mixed with others', () => {
+  const { x, n, d, pose } = farAndThree(4);
+  const far = Array.from({ length: 120 }, (_, i) => i); // the far product's two pose groups
+  const xs = Float32Array.from(far.flatMap((i) => Array.from(x.subarray(i * d, (i + 1) * d))));
+  const ps = { samples: pose.samples.slice(0, 120 * 3), perRow: 3 };
+  const alone = clusterEmbeddings(xs, 120, d, { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 10 }, ps);
+  assert.equal(alone.count, 1, alone.reason);
+  assert.ok(alone.splits[0].silhouette! >= 0.2, 'FINCH and the silhouette alone would split the poses');
+  assert.equal(alone.splits.length, 1);
+  assert.equal(alone.splits[0].split, false);
+  // Without the pose scale the two poses are two clusters: the guard is what keeps them together.
+  assert.equal(clusterEmbeddings(xs, 120, d, { minSilhouette: 0.2, poseMerge: 0, minClusterSize: 10 }, ps).count, 2);
+  void n;
+});
+
+test('blobs of one product never split at any depth', () => {
+  const d = 16;
+  for (const seed of [3, 5, 8]) {
+    const one = blobs(1, 200, d, 0.3, seed);
+    const r = clusterEmbeddings(one.x, 200, d, { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 10 });
+    assert.equal(r.count, 1, `seed ${seed}: ${r.reason}`);
+    assert.equal(r.splits.filter((s) => s.split).length, 0);
+  }
+});
+
+test('a product that varies continuously (light, texture) is one cluster: its groups are linked, other products are not', () => {
+  const d = 16;
+  const rnd = seededRandom(11);
+  const gauss = () => Math.sqrt(-2 * Math.log(rnd() + 1e-12)) * Math.cos(2 * Math.PI * rnd());
+  // A texture whose look varies from frame to frame in three ways (light level, light fall-off,
+  // wear): images spread evenly over a box 0.6 wide in three directions; turning a texture over does
+  // not move it (pose scale 0.001), so the pose guard cannot help.
+  const rows: number[] = [];
+  const truth: number[] = [];
+  for (let i = 0; i < 300; i++) {
+    const v = [0.6 * rnd(), 0.6 * rnd(), 0.6 * rnd()];
+    for (let j = 0; j < d; j++) rows.push((j === 0 ? 1 : j <= 3 ? v[j - 1] : 0) + 0.004 * gauss());
+    truth.push(0);
+  }
+  for (let i = 0; i < 100; i++) {
+    for (let j = 0; j < d; j++) rows.push((j === 5 ? 1 : 0) + 0.03 * gauss());
+    truth.push(1);
+  }
+  const n = truth.length;
+  const x = Float32Array.from(rows);
+  const pose = { samples: new Float32Array(n * 3).fill(0.001), perRow: 3 };
+  const opts = { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 10 };
+  const unlinked = clusterEmbeddings(x, n, d, { ...opts, linkMerge: 0 }, pose);
+  assert.ok(unlinked.count > 2, `without the link test the arc is cut into pieces (${unlinked.reason})`);
+  const r = clusterEmbeddings(x, n, d, opts, pose);
+  assert.equal(r.count, 2, r.reason);
+  assert.ok(samePartition(r.labels, Int32Array.from(truth)));
+  const linked = r.merged.filter((m) => m.reason === 'linked');
+  assert.ok(linked.length >= 1 && linked.every((m) => m.links! >= 0.05 && m.into === r.labels[0]), JSON.stringify(r.merged));
+});

@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { calibrate, embedImages } from '../src/calibrate/calibrate.ts';
 import { ExtractorPool } from '../src/features/extractor-pool.ts';
 import { evaluateSubsets, MODES, type SubsetReport } from '../src/eval/multiclass-subsets.ts';
-import { subsetHeldOut } from '../src/eval/multiclass-run.ts';
 import { allSubsets, parseSubsets, routerFor, sliceEmbedded } from '../src/eval/subsets.ts';
 import { formatSubsetReport } from '../src/eval/subset-table.ts';
 import { Progress } from '../src/util/progress.ts';
@@ -29,18 +28,6 @@ test('subsets: every non-empty mix, limited by size or listed', () => {
   assert.throws(() => parseSubsets('a+x', ['a', 'b']), /"x" is not one of the categories evaluated \(a, b\)/);
   assert.throws(() => parseSubsets('a+a', ['a', 'b']), /names a product twice/);
   assert.throws(() => parseSubsets('0', ['a']), /at least 1 product/);
-});
-
-test('subsets: leave-self-out for many mixes unless the flag or the site file says otherwise', () => {
-  const dir = tempDir('mcfg');
-  const site = join(dir, 'site.json');
-  writeFileSync(site, JSON.stringify({ calibration: { held_out: 'kfold' } }));
-  const other = join(dir, 'other.json');
-  writeFileSync(other, JSON.stringify({ calibration: { folds: 3 } }));
-  assert.deepEqual(subsetHeldOut(undefined, undefined), { held_out: 'leave-self-out' });
-  assert.deepEqual(subsetHeldOut(undefined, other), { held_out: 'leave-self-out' });
-  assert.deepEqual(subsetHeldOut(undefined, site), {}, 'the site file chose kfold');
-  assert.deepEqual(subsetHeldOut('kfold', undefined), { held_out: 'kfold' });
 });
 
 async function writeProduct(root: string, kind: ProductKind, seed: number): Promise<void> {

@@ -61,6 +61,17 @@ export interface ScoringOverrides {
 
 export const NO_SCORING_OVERRIDES: ScoringOverrides = { reweight_neighbours: null, heatmap_sigma: null };
 
+/** One split test of unlabelled calibration (see SplitStep in src/route/finch.ts). */
+export interface ClusterSplit {
+  node: string;
+  size: number;
+  level: number | null;
+  silhouette: number | null;
+  groups: number;
+  split: boolean;
+  cluster?: number;
+}
+
 export interface ClusterInfo {
   id: number;
   /** folder label in known_class mode, else "cluster-<id>" */
@@ -102,7 +113,14 @@ export interface BundleHeader {
   calibration: {
     mode: 'cluster' | 'known_class';
     images: number;
-    clustering?: { hierarchy: { count: number; silhouette: number | null }[]; chosen: number; reason: string; merged: unknown[] };
+    clustering?: {
+      hierarchy: { count: number; silhouette: number | null }[];
+      chosen: number;
+      reason: string;
+      merged: unknown[];
+      /** the recursive "one product or several?" tests, parents first (absent in older bundles) */
+      splits?: ClusterSplit[];
+    };
     duration_s: number;
   };
   /** defect types per cluster, from `hiercore-edge defects discover` (optional) */
@@ -339,6 +357,7 @@ function checkHeader(raw: unknown, version: number, label: string): BundleHeader
   s.oneOf(calibration.mode, 'calibration.mode', ['cluster', 'known_class']);
   s.int(calibration.images, 'calibration.images');
   s.array(h.clusters, 'clusters', 1).forEach((c, i) => checkCluster(s, c, i, semanticDim));
+  if (calibration.clustering !== undefined) checkSplits(s, s.object(calibration.clustering, 'calibration.clustering').splits, (h.clusters as unknown[]).length);
   if (h.defect_types !== undefined) s.array(s.object(h.defect_types, 'defect_types').clusters, 'defect_types.clusters');
   return { ...h, format_version: version, scoring, settings } as unknown as BundleHeader;
 }
@@ -385,6 +404,21 @@ function checkCluster(s: HeaderShape, v: unknown, i: number, semanticDim: number
   s.num(s.object(st.nominal, `${at}.statistics.nominal`).p50, `${at}.statistics.nominal.p50`);
   s.object(st.key_distance, `${at}.statistics.key_distance`);
   s.num(st.pose_scale, `${at}.statistics.pose_scale`);
+}
+
+function checkSplits(s: HeaderShape, v: unknown, clusters: number): void {
+  if (v === undefined) return;
+  s.array(v, 'calibration.clustering.splits', 1).forEach((x, i) => {
+    const at = `calibration.clustering.splits[${i}]`;
+    const o = s.object(x, at);
+    if (!/^0(\.\d+)*$/.test(s.str(o.node, `${at}.node`))) s.fail(`${at}.node`, 'a node path like 0.1.0');
+    s.int(o.size, `${at}.size`, 1);
+    if (o.level !== null) s.int(o.level, `${at}.level`, 2);
+    if (o.silhouette !== null) s.num(o.silhouette, `${at}.silhouette`, -1);
+    s.int(o.groups, `${at}.groups`, 1);
+    if (typeof o.split !== 'boolean') s.fail(`${at}.split`, 'true or false');
+    if (o.cluster !== undefined && s.int(o.cluster, `${at}.cluster`) >= clusters) s.fail(`${at}.cluster`, `a cluster id < ${clusters}`);
+  });
 }
 
 function checkSection(s: HeaderShape, v: unknown, at: string): { count: number; offset: number; length: number } {

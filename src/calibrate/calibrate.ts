@@ -5,6 +5,7 @@
  * Returns a Bundle; the caller writes it.
  */
 import { readImage, type RgbImage } from '../features/image.ts';
+import { PatchCache } from './patch-cache.ts';
 import type { FeatureSettings } from '../features/extractor.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
 import type { ExecutionProvider } from '../features/session.ts';
@@ -13,6 +14,7 @@ import { MaskedScorer, rowSources } from '../score/held-out.ts';
 import type { FeatureExtractor } from '../features/extractor.ts';
 import type { HeldOutMethod } from '../config.ts';
 import { PatchScorer } from '../score/scorer.ts';
+import type { SearchSettings } from '../score/ann.ts';
 import { clusterEmbeddings, dot, normaliseRows, poseScaleOf, type ClusteringOptions, type ClusteringResult, type PoseScales } from '../route/finch.ts';
 import { keyDistances, leaveOneOutDistances, routingLimit, selectKeys, type KeyMode, type LimitRule } from '../route/router.ts';
 import { f1Threshold, frrThreshold, kFolds, summarise } from './threshold.ts';
@@ -42,6 +44,10 @@ export interface CalibrationOptions {
   limit: LimitRule;
   thresholdSource: 'frr' | 'f1';
   runtime: { provider: ExecutionProvider; threads?: number };
+  /** how the bundle will be searched at inspection (recorded in it; held-out scores search the same way) */
+  search?: SearchSettings;
+  /** megabytes of patch features kept from the embedding pass for the banks (default 2048) */
+  featureCacheMb?: number;
   /** reuse extractors across calls (evaluate); calibrate creates and releases its own otherwise */
   pool?: ExtractorPool;
   /**
@@ -61,27 +67,33 @@ export interface Embedded {
   dim: number;
   sizes: string[]; // input size key per image
   settings: Map<string, FeatureSettings>;
-  /** with `withPose`: distances to the image turned 180°, mirrored left-right and top-bottom */
+  /**
+   * with `withPose`: each image's distance to one copy of it turned over — turned 180°, mirrored
+   * left-right, mirrored top-bottom, in turn — so a cluster's pose scale samples all three at the cost
+   * of one extra pass instead of three
+   */
   pose?: PoseScales;
+  /** patch features kept from this pass, by image index */
+  patches?: PatchCache;
 }
 
-/** The three aspect-preserving ways to turn a part over, for the pose scale. */
-export function turnedOver(img: RgbImage): RgbImage[] {
+/** The three aspect-preserving ways to turn a part over: 0 turned 180°, 1 mirrored left-right, 2 top-bottom. */
+export function turnedOver(img: RgbImage, way: 0 | 1 | 2): RgbImage {
   const { width: w, height: h, data } = img;
-  const rot = new Uint8Array(data.length);
-  const flipX = new Uint8Array(data.length);
-  const flipY = new Uint8Array(data.length);
+  const out = new Uint8Array(data.length);
+  const flipX = way !== 2;
+  const flipY = way !== 1;
   for (let y = 0; y < h; y++) {
+    const ty = flipY ? h - 1 - y : y;
     for (let x = 0; x < w; x++) {
       const src = 3 * (y * w + x);
-      for (let c = 0; c < 3; c++) {
-        rot[3 * ((h - 1 - y) * w + (w - 1 - x)) + c] = data[src + c];
-        flipX[3 * (y * w + (w - 1 - x)) + c] = data[src + c];
-        flipY[3 * ((h - 1 - y) * w + x) + c] = data[src + c];
-      }
+      const dst = 3 * (ty * w + (flipX ? w - 1 - x : x));
+      out[dst] = data[src];
+      out[dst + 1] = data[src + 1];
+      out[dst + 2] = data[src + 2];
     }
   }
-  return [rot, flipX, flipY].map((d) => ({ width: w, height: h, data: d }));
+  return { width: w, height: h, data: out };
 }
 
 /** Unit semantic embeddings of the images, each at the input size its own frame resolves to. */
@@ -92,14 +104,18 @@ export async function embedImages(
   progress?: ProgressFn,
   stage = 'embed',
   withPose = false,
+  cache?: PatchCache,
 ): Promise<Embedded> {
   let semantic = new Float32Array(0);
   let dim = 0;
   const sizes: string[] = [];
   const settings = new Map<string, FeatureSettings>();
-  const pose = new Float32Array(withPose ? paths.length * 3 : 0);
+  const pose = new Float32Array(withPose ? paths.length : 0);
+  // Decoding runs on libuv's threads: reading the next image while the backbone runs hides most of it.
+  let next = paths.length ? readImage(paths[0]) : undefined;
   for (let i = 0; i < paths.length; i++) {
-    const img = await readImage(paths[i]);
+    const img = await next!;
+    next = i + 1 < paths.length ? readImage(paths[i + 1]) : undefined;
     const s = features(img);
     const key = `${s.width}x${s.height}`;
     settings.set(key, s);
@@ -112,13 +128,12 @@ export async function embedImages(
     }
     const u = normaliseRows(f.semantic, 1, dim);
     semantic.set(u, i * dim);
-    if (withPose) {
-      const turned = turnedOver(img);
-      for (let k = 0; k < turned.length; k++) pose[i * 3 + k] = 1 - dot(u, 0, normaliseRows((await ex.extract(turned[k])).semantic, 1, dim), 0, dim);
-    }
+    cache?.put(i, key, f.patches);
+    if (withPose) pose[i] = 1 - dot(u, 0, normaliseRows((await ex.extract(turnedOver(img, (i % 3) as 0 | 1 | 2))).semantic, 1, dim), 0, dim);
     progress?.(stage, i + 1, paths.length);
   }
-  return { semantic, dim, sizes, settings, ...(withPose ? { pose: { samples: pose, perRow: 3 } } : {}) };
+  await next?.catch(() => {});
+  return { semantic, dim, sizes, settings, ...(withPose ? { pose: { samples: pose, perRow: 1 } } : {}), ...(cache ? { patches: cache } : {}) };
 }
 
 function majority(values: string[]): string {
@@ -155,6 +170,8 @@ export interface CalibrationResult {
   bundle: Bundle;
   /** held-out (k-fold) scores of each cluster's members, in member order */
   heldOut: number[][];
+  /** the semantic embeddings calibration clustered (for the report's per-cluster checks) */
+  embedded: Embedded;
 }
 
 export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn): Promise<CalibrationResult> {
@@ -165,7 +182,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
   if (opts.labels && opts.labels.length !== n) throw new CalibrationError(`${opts.labels.length} labels for ${n} images`);
   const pool = opts.pool ?? new ExtractorPool(opts.backbone, opts.runtime);
   try {
-    const emb = opts.embedded ?? (await embedImages(opts.images, pool, opts.features, progress, 'embed', true));
+    const emb = opts.embedded ?? (await embedImages(opts.images, pool, opts.features, progress, 'embed', true, new PatchCache((opts.featureCacheMb ?? 2048) * 2 ** 20)));
     if (emb.sizes.length !== n || !emb.pose) throw new CalibrationError(`precomputed embeddings cover ${emb.sizes.length} images${emb.pose ? '' : ' without pose'}, calibrating ${n}`);
     const { semantic, dim } = emb;
 
@@ -208,8 +225,9 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
       const limit = routingLimit(loo, opts.limit, poseScale);
 
       const paths = members.map((i) => opts.images[i]);
-      const cacheKey = `${sizeKey}|${heldOutMethod(opts)}|${opts.folds}|${paths.join('|')}`;
-      const { bank, heldOut } = opts.cache?.get(cacheKey) ?? (await buildClusterBank(paths, settings, name, pool, opts, progress));
+      const cacheKey = `${sizeKey}|${heldOutMethod(opts)}|${opts.folds}|${JSON.stringify(opts.search ?? null)}|${paths.join('|')}`;
+      const { bank, heldOut } = opts.cache?.get(cacheKey) ?? (await buildClusterBank({ paths, members, cache: emb.patches, sizeKey }, settings, name, pool, opts, progress));
+      for (const i of members) emb.patches?.drop(i);
       opts.cache?.set(cacheKey, { bank, heldOut });
       const frr = frrThreshold(heldOut, opts.frrTarget);
       const nominal = summarise(heldOut);
@@ -306,6 +324,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
           dim: built[0].settings.dim,
           reweight_neighbours: opts.scoring.reweightNeighbours,
           heatmap_sigma: opts.scoring.sigma,
+          ...(opts.search ? { search: opts.search } : {}),
         },
         settings: {
           frr_target: opts.frrTarget,
@@ -323,6 +342,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
                   chosen: clustering.chosen,
                   reason: clustering.reason,
                   merged: clustering.merged,
+                  splits: clustering.splits,
                 },
               }
             : {}),
@@ -332,7 +352,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
       },
       clusters,
     };
-    return { bundle, heldOut: built.map((b) => b.heldOut) };
+    return { bundle, heldOut: built.map((b) => b.heldOut), embedded: emb };
   } finally {
     if (!opts.pool) await pool.release();
   }
@@ -342,48 +362,87 @@ function heldOutMethod(opts: Pick<CalibrationOptions, 'heldOut'>): HeldOutMethod
   return opts.heldOut ?? 'kfold';
 }
 
+/** A cluster's images: paths, their indices in the calibration, and the patches kept from embedding. */
+interface MemberImages {
+  paths: string[];
+  members: number[];
+  cache?: PatchCache;
+  sizeKey: string;
+}
+
+/** The members' patch features: from the cache where it holds them at this size, else extracted. */
+async function memberPatches(m: MemberImages, pool: ExtractorPool, s: FeatureSettings, progress: ProgressFn | undefined, stage: string): Promise<Float32Array> {
+  const ex = await pool.get(s);
+  const per = ex.patchCount * s.dim;
+  const all = new Float32Array(m.paths.length * per);
+  const missing: number[] = [];
+  m.members.forEach((i, k) => m.cache?.copyTo(i, m.sizeKey, all, k * per) || missing.push(k));
+  for (let j = 0; j < missing.length; j++) {
+    all.set((await ex.extract(await readImage(m.paths[missing[j]]))).patches, missing[j] * per);
+    progress?.(stage, j + 1, missing.length);
+  }
+  return all;
+}
+
 /** The members' bank and their held-out scores, by the configured method. */
 async function buildClusterBank(
-  paths: string[],
+  m: MemberImages,
   settings: FeatureSettings,
   name: string,
   pool: ExtractorPool,
   opts: CalibrationOptions,
   progress?: ProgressFn,
 ): Promise<{ bank: Bank; heldOut: number[] }> {
-  const patches = await extractPatches(paths, pool, settings, progress, `[${name}] features`);
+  const patches = await memberPatches(m, pool, settings, progress, `[${name}] features`);
+  const paths = m.paths;
   const ex = await pool.get(settings);
-  const build = heldOutMethod(opts) === 'leave-self-out' ? leaveSelfOutBank : kFoldBank;
+  const build = heldOutMethod(opts) === 'kfold' ? kFoldBank : maskedBank;
   return build(ex, patches, paths.length, name, opts, progress);
 }
 
 type BankBuilder = (ex: FeatureExtractor, patches: Float32Array, images: number, name: string, opts: CalibrationOptions, progress?: ProgressFn) => Promise<{ bank: Bank; heldOut: number[] }>;
 
 /**
- * One coreset; each member scored against it without its own rows. Costs one coreset and one kNN per
+ * One coreset; each member scored against it with the rows of its held-out group masked: its own
+ * rows (leave-self-out) or those of its whole fold (masked-kfold). Costs one coreset and one kNN per
  * image instead of k + 1 coresets.
  */
-const leaveSelfOutBank: BankBuilder = async (ex, patches, images, name, opts, progress) => {
+const maskedBank: BankBuilder = async (ex, patches, images, name, opts, progress) => {
   const per = ex.patchCount * ex.settings.dim;
   const { bank, selected } = await coresetBank(ex, patches, images, opts.coreset, (s, d, t) => progress?.(`[${name}] bank ${s}`, d, t));
   const scorer = await MaskedScorer.create(bank.vectors, bank.header.count, bank.header.dim, rowSources(selected, ex.patchCount), {
     patchCount: ex.patchCount,
     reweightNeighbours: opts.scoring.reweightNeighbours,
+    search: opts.search,
     provider: opts.runtime.provider,
     threads: opts.runtime.threads,
   });
   try {
-    const heldOut: number[] = [];
+    const groups = heldOutGroups(images, opts);
+    const heldOut = new Array<number>(images);
     progress?.(`[${name}] held-out scores`, 0, images);
-    for (let i = 0; i < images; i++) {
-      heldOut.push(await scorer.scoreWithout(patches.subarray(i * per, (i + 1) * per), i));
-      progress?.(`[${name}] held-out scores`, i + 1, images);
+    let done = 0;
+    for (const g of groups) {
+      for (const i of g) {
+        heldOut[i] = await scorer.scoreWithout(patches.subarray(i * per, (i + 1) * per), g);
+        progress?.(`[${name}] held-out scores`, ++done, images);
+      }
     }
     return { bank, heldOut };
   } finally {
     await scorer.release();
   }
 };
+
+/** Which images are masked together: each alone (leave-self-out), or the k folds of k-fold. */
+function heldOutGroups(images: number, opts: CalibrationOptions): number[][] {
+  if (heldOutMethod(opts) === 'leave-self-out') return Array.from({ length: images }, (_, i) => [i]);
+  const folds = Math.min(opts.folds, images);
+  const fold = kFolds(images, folds, opts.coreset.seed);
+  const groups: number[][] = Array.from({ length: folds }, () => []);
+  for (let i = 0; i < images; i++) groups[fold[i]].push(i);
+  return groups.filter((g) => g.length);
+}
 
 /** k-fold held-out scores of the members, then the bank from all of them. */
 const kFoldBank: BankBuilder = async (ex, patches, images, name, opts, progress) => {
@@ -409,6 +468,6 @@ const kFoldBank: BankBuilder = async (ex, patches, images, name, opts, progress)
   return { bank, heldOut };
 };
 
-export function scoringRuntime(opts: Pick<CalibrationOptions, 'scoring' | 'runtime'>): ScoringRuntime {
-  return { sigma: opts.scoring.sigma, reweightNeighbours: opts.scoring.reweightNeighbours, provider: opts.runtime.provider, threads: opts.runtime.threads };
+export function scoringRuntime(opts: Pick<CalibrationOptions, 'scoring' | 'runtime' | 'search'>): ScoringRuntime {
+  return { sigma: opts.scoring.sigma, reweightNeighbours: opts.scoring.reweightNeighbours, search: opts.search, provider: opts.runtime.provider, threads: opts.runtime.threads };
 }

@@ -1,44 +1,19 @@
 /**
  * The calibration child process of the daemon (`cmd/calibrate`): builds a bundle from the captured
- * frames with calibrate(), scores the held-out frames with it, and reports progress over IPC. A
- * process of its own (niced, few onnxruntime threads) so that a calibration can neither block nor
- * crash inspection, MQTT or the watchdog in the daemon; the daemon kills it to cancel.
+ * frames, scores the held-out frames with it, and reports progress over IPC (build-run.ts does the
+ * work, as the CLI's calibrate does). A process of its own (niced, few onnxruntime threads) so that a
+ * calibration can neither block nor crash inspection, MQTT or the watchdog in the daemon; the daemon
+ * kills it to cancel.
  */
-import { calibrate } from './calibrate.ts';
-import { calibrationOptions } from './options.ts';
-import { loadEngineConfig } from '../config.ts';
-import { writeBundleFile } from '../bundle/bundle-file.ts';
-import { Inspector } from '../inspect/inspector.ts';
-import { readImage } from '../features/image.ts';
-import { Router } from '../route/router.ts';
+import { buildAndValidate, requestConfig, type BuildOutcome, type BuildRequest } from './build-run.ts';
 
-export interface ChildRequest {
+export type { HeldOutVerdict } from './build-run.ts';
+
+export interface ChildRequest extends BuildRequest {
   type: 'start';
-  images: string[];
-  holdout: string[];
-  /** engine settings file ("" = defaults) */
-  engineConfig: string;
-  backbone: string;
-  threads: number;
-  bundleOut: string;
 }
 
-export interface HeldOutVerdict {
-  path: string;
-  verdict: 'OK' | 'NG' | 'UNKNOWN';
-  cluster: string | null;
-  nearest: string;
-  score: number | null;
-}
-
-export interface ChildOutcome {
-  bundle_id: string;
-  clusters: { name: string; size: number; threshold: number; routing_limit: number }[];
-  heldOut: HeldOutVerdict[];
-  /** per cluster: how many of its routing keys route to it, of how many */
-  keysHome: { name: string; home: number; keys: number }[];
-  duration_s: number;
-}
+export type ChildOutcome = BuildOutcome;
 
 export type ChildMessage =
   | { type: 'progress'; stage: string; done: number; total: number }
@@ -49,40 +24,13 @@ export type ChildMessage =
 const send = (m: ChildMessage) => process.send?.(m);
 
 async function run(req: ChildRequest): Promise<ChildOutcome> {
-  const t0 = performance.now();
-  const c = loadEngineConfig(req.engineConfig || undefined, { backbone: req.backbone, runtime: { provider: 'cpu', threads: req.threads } });
-  const opts = calibrationOptions(c);
-  const { bundle } = await calibrate({ ...opts, images: req.images, log: (msg) => send({ type: 'log', msg }) }, (stage, done, total) => send({ type: 'progress', stage, done, total }));
-  writeBundleFile(req.bundleOut, bundle);
-  send({ type: 'progress', stage: 'validate', done: 0, total: req.holdout.length });
-  const insp = await Inspector.load(bundle, req.backbone, { provider: 'cpu', threads: req.threads });
-  const heldOut: HeldOutVerdict[] = [];
-  try {
-    for (const [i, path] of req.holdout.entries()) {
-      const r = await insp.inspect(await readImage(path));
-      heldOut.push({ path, verdict: r.verdict, cluster: r.cluster, nearest: r.route.nearest, score: r.score });
-      send({ type: 'progress', stage: 'validate', done: i + 1, total: req.holdout.length });
-    }
-  } finally {
-    await insp.release();
-  }
-  const dim = bundle.header.semantic_dim;
-  const router = new Router(
-    bundle.clusters.map((k) => ({ keys: k.keys, count: k.info.keys.count, limit: k.info.routing_limit })),
-    dim,
+  const { outcome } = await buildAndValidate(
+    req,
+    requestConfig(req),
+    (stage, done, total) => send({ type: 'progress', stage, done, total }),
+    (msg) => send({ type: 'log', msg }),
   );
-  const keysHome = bundle.clusters.map((k, ci) => {
-    let home = 0;
-    for (let j = 0; j < k.info.keys.count; j++) if (router.route(k.keys.slice(j * dim, (j + 1) * dim)).cluster === ci) home++;
-    return { name: k.info.name, home, keys: k.info.keys.count };
-  });
-  return {
-    bundle_id: bundle.header.bundle_id,
-    clusters: bundle.header.clusters.map((k) => ({ name: k.name, size: k.members.length, threshold: k.threshold, routing_limit: k.routing_limit })),
-    heldOut,
-    keysHome,
-    duration_s: Number(((performance.now() - t0) / 1000).toFixed(1)),
-  };
+  return outcome;
 }
 
 /** The last message, then exit once it is on its way (onnxruntime threads would keep the process up). */

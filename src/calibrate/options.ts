@@ -1,6 +1,6 @@
 /** Calibration options from the engine config (shared by calibrate, evaluate --multiclass and the demo). */
 import { resolve } from 'node:path';
-import { coresetSettings, featureSettings, type EngineConfig } from '../config.ts';
+import { coresetSettings, featureSettings, searchSettings, type EngineConfig } from '../config.ts';
 import type { CalibrationOptions } from './calibrate.ts';
 
 export function calibrationOptions(c: EngineConfig): Omit<CalibrationOptions, 'images'> {
@@ -20,5 +20,7 @@ export function calibrationOptions(c: EngineConfig): Omit<CalibrationOptions, 'i
     limit: k.routing_limit,
     thresholdSource: k.threshold,
     runtime: { provider: c.runtime.provider, threads: c.runtime.threads },
+    featureCacheMb: k.feature_cache_mb,
+    search: searchSettings(c),
   };
 }

@@ -12,18 +12,16 @@ import { FeatureExtractor } from '../features/extractor.ts';
 import { readImage } from '../features/image.ts';
 import { buildBank } from '../score/patchcore.ts';
 import { readBankFile, writeBankFile } from '../score/bank-file.ts';
-import { calibrate } from '../calibrate/calibrate.ts';
 import { calibrationOptions } from '../calibrate/options.ts';
 import { evaluateMulticlass } from '../eval/multiclass.ts';
-import { evaluateMixes, subsetHeldOut } from '../eval/multiclass-run.ts';
+import { evaluateMixes } from '../eval/multiclass-run.ts';
 import { formatSubsetReport } from '../eval/subset-table.ts';
 import { readBundleFile, readBundleHeader, writeBundleFile, type BundleHeader } from '../bundle/bundle-file.ts';
 import { Inspector } from '../inspect/inspector.ts';
-import { listImagesRecursive } from '../eval/dataset.ts';
 import { KEY_MODES } from '../route/router.ts';
 import { defectTypesEvaluation, readDefectTypes, registerDefectCommands } from './defects.ts';
 import { newBundleId } from '../bundle/bundle-file.ts';
-import { join, relative, sep, basename } from 'node:path';
+import { join, basename } from 'node:path';
 
 function parseSize(v: string): string {
   if (v !== 'auto' && !parseInputSize(v)) throw new InvalidArgumentError('expected "auto" or WIDTHxHEIGHT (32..4096 each), e.g. 224x224');
@@ -89,7 +87,9 @@ function engineConfig(f: EngineFlags, extra: Record<string, Record<string, unkno
   if (f.reweight !== undefined) (o.scoring as Record<string, unknown>).reweight_neighbours = f.reweight;
   if (f.provider) (o.runtime as Record<string, unknown>).provider = f.provider;
   if (f.threads !== undefined) (o.runtime as Record<string, unknown>).threads = f.threads;
-  const c = loadEngineConfig(f.config, { ...o, ...extra });
+  // flags win over `extra` (a recipe's settings), key by key within a section
+  for (const [k, v] of Object.entries(extra)) o[k] = { ...v, ...((o[k] as Record<string, unknown> | undefined) ?? {}) };
+  const c = loadEngineConfig(f.config, o);
   c.backbone = resolveBackbone(c.backbone, (m) => console.error(m));
   return c;
 }
@@ -148,7 +148,7 @@ export function buildProgram(): Command {
       .option('--multiclass', 'every mix of the categories, calibrated without and with folder labels: clusters, NMI, routing, routed vs single-product AUROC, leave-one-product-out UNKNOWN')
       .option('--subsets <spec>', 'multiclass: mixes to evaluate: all (default), N (mixes of 1..N products) or a list like bottle+screw,kolektor')
       .option('--scenarios', 'multiclass: instead, the five HierCore scenarios on one mix of all categories (pixel metrics, F1, one-bank baseline)')
-      .option('--held-out <method>', 'multiclass: held-out good scores: kfold | leave-self-out (mixes default: leave-self-out unless the --config file sets calibration.held_out)')
+      .option('--held-out <method>', 'multiclass: held-out good scores: kfold | masked-kfold | leave-self-out (default: calibration.held_out)')
       .option('--frr <rate>', 'multiclass: target false-reject rate for the calibrated thresholds', parseNum)
       .option('--folds <k>', 'multiclass: k-fold splits for held-out good scores', parseIntArg)
       .option('--keys <mode>', `multiclass: routing keys per cluster: ${KEY_MODES.join(' | ')}`)
@@ -177,7 +177,7 @@ export function buildProgram(): Command {
       if (o.folds !== undefined) over.folds = o.folds;
       if (o.keys) over.keys = o.keys;
       const mixes = o.multiclass && !o.scenarios;
-      if (mixes) Object.assign(over, subsetHeldOut(o.heldOut, o.config));
+      if (mixes && o.heldOut) over.held_out = o.heldOut;
       else if (o.heldOut) over.held_out = o.heldOut;
       const c = engineConfig(o, { calibration: over });
       const categories = o.categories
@@ -255,44 +255,38 @@ export function buildProgram(): Command {
   engineOptions(
     program
       .command('calibrate')
-      .description('build a bank bundle from nominal (good) images of one or several product types')
-      .requiredOption('--images <dir>', 'folder of good images (subfolders are searched; mixed products need no labels)')
+      .description('build a bank bundle from nominal (good) images of one or several product types, and its HTML report')
+      .option('--images <dir>', 'folder of good images (subfolders are searched; mixed products need no labels); or recipe.source')
       .requiredOption('--out <bundle>', 'bundle file to write (atomically)')
+      .option('--recipe <file>', 'calibration recipe (JSON or JSONC, see calibration/recipe.example.jsonc); flags override it')
+      .option('--report <file.html>', 'self-contained HTML report (default: beside the bundle, <bundle>.report.html)')
+      .option('--site <file>', 'the daemon site config whose camera a recipe with source "camera" captures from (default: config/site.json)')
       .option('--known-class', 'use the first-level subfolder names as product classes instead of clustering')
-      .option('--defects <dir>', 'a few labelled defect images: enables the F1-optimal threshold')
+      .option('--defects <dir>', 'a few labelled defect images: scored in the report, and the F1-optimal threshold')
       .option('--threshold <source>', 'frr (default: from good images) | f1 (needs --defects)')
       .option('--frr <rate>', 'target false-reject rate of good parts, e.g. 0.005', parseNum)
       .option('--folds <k>', 'k-fold splits for held-out good scores', parseIntArg)
       .option('--min-cluster-size <n>', 'smallest cluster kept (smaller ones are merged)', parseIntArg)
       .option('--keys <mode>', `routing keys per cluster: ${KEY_MODES.join(' | ')}`),
   ).action(
-    async (o: EngineFlags & { images: string; out: string; knownClass?: boolean; defects?: string; threshold?: string; frr?: number; folds?: number; minClusterSize?: number; keys?: string }) => {
-      const over: Record<string, unknown> = {};
-      if (o.threshold) over.threshold = o.threshold;
-      if (o.frr !== undefined) over.frr_target = o.frr;
-      if (o.folds !== undefined) over.folds = o.folds;
-      if (o.minClusterSize !== undefined) over.min_cluster_size = o.minClusterSize;
-      if (o.keys) over.keys = o.keys;
-      const c = engineConfig(o, { calibration: over });
-      const k = c.calibration;
-      const root = resolve(o.images);
-      const images = listImagesRecursive(root);
-      if (images.length === 0) throw new Error(`no PNG/JPEG/BMP images in ${o.images} or its subfolders`);
-      let labels: string[] | undefined;
-      if (o.knownClass) {
-        labels = images.map((p) => relative(root, p).split(sep)[0]);
-        if (labels.some((l, i) => l === relative(root, images[i]))) throw new Error(`--known-class needs one subfolder per class under ${o.images}; found images directly in it`);
-      }
-      const defects = o.defects ? listImagesRecursive(resolve(o.defects)) : undefined;
-      if (o.defects && !defects!.length) throw new Error(`no PNG/JPEG/BMP images in ${o.defects}`);
-      if (k.threshold === 'f1' && !defects) throw new Error('threshold "f1" needs labelled defect images: pass --defects <dir>');
-      const progress = new Progress();
-      progress.log(`calibrating from ${images.length} good images${defects ? ` and ${defects.length} defect images` : ''}`);
-      const { bundle } = await calibrate({ ...calibrationOptions(c), images, labels, defects, log: (m) => progress.log(m) }, progress.update);
-      writeBundleFile(resolve(o.out), bundle);
-      console.log(`wrote ${o.out}: ${bundle.clusters.length} cluster(s) from ${images.length} images in ${bundle.header.calibration.duration_s} s`);
-      for (const cl of bundle.header.clusters)
-        console.log(`  ${cl.name}: ${cl.members.length} images, bank ${cl.bank.count}, threshold ${cl.threshold.toFixed(4)} (${cl.threshold_source}), routing limit ${cl.routing_limit.toFixed(4)}`);
+    async (
+      o: EngineFlags & {
+        images?: string;
+        out: string;
+        recipe?: string;
+        report?: string;
+        site?: string;
+        knownClass?: boolean;
+        defects?: string;
+        threshold?: string;
+        frr?: number;
+        folds?: number;
+        minClusterSize?: number;
+        keys?: string;
+      },
+    ) => {
+      const { calibrateCommand } = await import('./calibrate-command.ts');
+      await calibrateCommand(o, (extra) => engineConfig(o, extra));
     },
   );
 
@@ -364,6 +358,31 @@ export function buildProgram(): Command {
       writeBundleFile(resolve(o.out), { ...b, header });
       console.error(`wrote ${o.out} (bundle ${header.bundle_id}): ${types.clusters.map((t) => `${t.cluster}: ${t.types.map((x) => x.name ?? x.id).join(', ')}`).join('; ')}`);
     });
+
+  engineOptions(
+    bundle
+      .command('add-product')
+      .description('calibrate a new product from its good images alone and append it as a cluster; the other clusters are kept as they are')
+      .requiredOption('--bundle <file>', 'the bundle to extend')
+      .requiredOption('--images <dir>', 'good images of the new product (subfolders searched)')
+      .requiredOption('--name <name>', "the new cluster's name (letters, digits, _ . -)")
+      .requiredOption('--out <file>', 'the new bundle (a new id; load it with the reload command)'),
+  ).action(async (o: EngineFlags & { bundle: string; images: string; name: string; out: string }) => {
+    const { incrementCommand } = await import('./calibrate-command.ts');
+    await incrementCommand('product', o, () => engineConfig(o));
+  });
+  engineOptions(
+    bundle
+      .command('add-images')
+      .description('add approved good images to one cluster and rebuild only its bank, keys and threshold (its earlier images must still be on disk)')
+      .requiredOption('--bundle <file>', 'the bundle to update')
+      .requiredOption('--cluster <name>', 'the cluster the images belong to (bundle info lists them)')
+      .requiredOption('--images <dir>', 'the approved good images (subfolders searched)')
+      .requiredOption('--out <file>', 'the new bundle (a new id; load it with the reload command)'),
+  ).action(async (o: EngineFlags & { bundle: string; images: string; cluster: string; out: string }) => {
+    const { incrementCommand } = await import('./calibrate-command.ts');
+    await incrementCommand('images', o, () => engineConfig(o));
+  });
 
   engineOptions(
     program

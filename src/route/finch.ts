@@ -48,6 +48,36 @@ export function firstNeighbours(u: Float32Array, n: number, d: number): Int32Arr
   return nn;
 }
 
+/**
+ * The `k` nearest other rows of each unit row by cosine similarity, nearest first: [n, k] indices.
+ * Column 0 is firstNeighbours (same tie rule), so FINCH and the link test share one O(n^2 d) pass.
+ */
+export function nearestNeighbours(u: Float32Array, n: number, d: number, k: number): Int32Array {
+  const kk = Math.max(1, Math.min(k, n - 1));
+  const idx = new Int32Array(n * kk).fill(-1);
+  const sim = new Float64Array(n * kk).fill(-Infinity);
+  const offer = (i: number, j: number, s: number) => {
+    const o = i * kk;
+    if (s <= sim[o + kk - 1]) return;
+    let p = kk - 1;
+    while (p > 0 && s > sim[o + p - 1]) {
+      sim[o + p] = sim[o + p - 1];
+      idx[o + p] = idx[o + p - 1];
+      p--;
+    }
+    sim[o + p] = s;
+    idx[o + p] = j;
+  };
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      const s = dot(u, i * d, u, j * d, d);
+      offer(i, j, s);
+      offer(j, i, s);
+    }
+  }
+  return idx;
+}
+
 function components(nn: Int32Array): Partition {
   const n = nn.length;
   const parent = Int32Array.from({ length: n }, (_, i) => i);
@@ -85,7 +115,7 @@ export function clusterMeans(u: Float32Array, d: number, p: Partition): Float32A
  * does the same on the previous partition's cluster means, until one cluster remains or nothing merges.
  * Labels always refer to the original rows. Finest partition first.
  */
-export function finch(x: Float32Array, n: number, d: number): Partition[] {
+export function finch(x: Float32Array, n: number, d: number, first?: Int32Array): Partition[] {
   if (n < 2) return [{ labels: new Int32Array(n), count: n }];
   const u = normaliseRows(x, n, d);
   const out: Partition[] = [];
@@ -93,7 +123,7 @@ export function finch(x: Float32Array, n: number, d: number): Partition[] {
   let m = n;
   let rowLabels = Int32Array.from({ length: n }, (_, i) => i);
   while (m > 1) {
-    const step = components(firstNeighbours(points, m, d));
+    const step = components(m === n && first ? first : firstNeighbours(points, m, d));
     if (step.count === m) break;
     const labels = new Int32Array(n);
     for (let i = 0; i < n; i++) labels[i] = step.labels[rowLabels[i]];
@@ -149,7 +179,17 @@ export interface ClusteringOptions {
   poseMerge: number;
   /** clusters with fewer images are merged into the nearest cluster */
   minClusterSize: number;
+  /** false: choose once on the whole set (HierCore as published), no splits inside the parts */
+  recursive?: boolean;
+  /**
+   * two groups are one product with continuous variation (light, wear, texture) when at least this
+   * share of the smaller group's nearest-neighbour links lead into the other (0 = never; default 0.05)
+   */
+  linkMerge?: number;
 }
+
+/** Neighbours per image for the link test. */
+const LINK_K = 5;
 
 /**
  * How far turning a part over moves its embedding: for each row, `perRow` cosine distances between
@@ -170,58 +210,198 @@ export function poseScaleOf(pose: PoseScales, rows: ArrayLike<number>): number {
 }
 
 export interface MergeStep {
-  reason: 'pose' | 'small';
+  reason: 'pose' | 'linked' | 'small';
   /** images in the absorbed cluster */
   size: number;
   /** cosine distance between the two cluster means */
   distance: number;
   /** pose merges: the distance below which they were one product */
   limit?: number;
+  /** linked merges: share of the smaller group's nearest-neighbour links that lead into the other */
+  links?: number;
   /** final id of the cluster it went into */
   into: number;
+}
+
+/**
+ * One "one product or several?" test of the recursive partition choice. Node "0" is the whole set,
+ * "0.1" its second part, and so on. A node is split when the rule that keeps one product whole would
+ * split it on its own: its best FINCH level reaches `minSilhouette`, and more than one group is left
+ * after the pose and small-cluster merges.
+ */
+export interface SplitStep {
+  node: string;
+  /** images in the node */
+  size: number;
+  /** clusters of the node's best FINCH level (null: no level with 2..size/minClusterSize clusters) */
+  level: number | null;
+  silhouette: number | null;
+  /** groups left after the pose and small-cluster merges inside the node */
+  groups: number;
+  split: boolean;
+  /** final cluster ids of a node that was not split (a product) */
+  cluster?: number;
 }
 
 export interface ClusteringResult extends Partition {
   /** every FINCH partition with its silhouette (null where undefined) */
   hierarchy: { count: number; silhouette: number | null }[];
-  /** index into hierarchy of the partition picked by silhouette, or -1 for "one cluster" */
+  /** index into hierarchy of the partition picked by silhouette for the whole set, or -1 for "one cluster" */
   chosen: number;
   reason: string;
   merged: MergeStep[];
+  /** every split test, parents before children */
+  splits: SplitStep[];
+}
+
+interface RowMerge {
+  reason: 'pose' | 'linked' | 'small';
+  /** rows (original indices) of the absorbed group */
+  rows: number[];
+  distance: number;
+  limit?: number;
+  links?: number;
+}
+
+/** The FINCH levels restricted to `rows`, relabelled 0..k-1, one per distinct count of 2..maxCount clusters. */
+function restrictedLevels(parts: Partition[], rows: number[], maxCount: number): Partition[] {
+  const out: Partition[] = [];
+  for (const p of parts) {
+    const id = new Map<number, number>();
+    const labels = new Int32Array(rows.length);
+    rows.forEach((r, i) => {
+      if (!id.has(p.labels[r])) id.set(p.labels[r], id.size);
+      labels[i] = id.get(p.labels[r])!;
+    });
+    if (id.size >= 2 && id.size <= maxCount && id.size < rows.length && !out.some((q) => q.count === id.size)) out.push({ labels, count: id.size });
+  }
+  return out;
+}
+
+function gather(u: Float32Array, d: number, rows: number[]): Float32Array {
+  const out = new Float32Array(rows.length * d);
+  rows.forEach((r, i) => out.set(u.subarray(r * d, (r + 1) * d), i * d));
+  return out;
 }
 
 /**
- * Pick the FINCH partition with the best silhouette, as HierCore does. Then two guards the plant
- * needs: groups that are one product in different poses are merged (FINCH splits a part that arrives
- * in several orientations into look-alike groups), and clusters below `minClusterSize` are merged
- * into the cluster with the nearest mean, never kept. A set with no partition above `minSilhouette`
- * is one cluster.
+ * Recursive partition choice. FINCH's hierarchy can lack a level with one cluster per product: with
+ * one far product and three closer ones the best level is "far | the rest" and no level holds all
+ * four (issue 9). So the choice is applied again inside each part, with the same stopping rule as for
+ * the whole set, until no part splits. One product stays one cluster at any depth exactly when it does
+ * alone, which the silhouette and pose guards already ensure; a product whose orientation groups were
+ * cut apart by a split higher up is joined again by a last pose merge over all parts. Then clusters
+ * under `minClusterSize` are merged into the nearest, as before.
  */
 export function clusterEmbeddings(x: Float32Array, n: number, d: number, opts: ClusteringOptions, pose?: PoseScales): ClusteringResult {
   const u = normaliseRows(x, n, d);
-  const parts = finch(u, n, d);
+  const k = Math.min(LINK_K, n - 1);
+  const nn = n > 1 ? nearestNeighbours(u, n, d, k) : new Int32Array(0);
+  const parts = finch(
+    u,
+    n,
+    d,
+    Int32Array.from({ length: n > 1 ? n : 0 }, (_, i) => nn[i * k]),
+  );
   const hierarchy = parts.map((p) => ({ count: p.count, silhouette: silhouette(u, n, d, p) }));
+  const linkMin = opts.linkMerge ?? 0.05;
+  const localOf = new Int32Array(n).fill(-1);
+  const linksOf = (rows: number[]) => {
+    if (!(linkMin > 0) || k < 1) return undefined;
+    rows.forEach((r, i) => (localOf[r] = i));
+    const out = new Int32Array(rows.length * k);
+    rows.forEach((r, i) => {
+      for (let t = 0; t < k; t++) out[i * k + t] = localOf[nn[r * k + t]];
+    });
+    for (const r of rows) localOf[r] = -1;
+    return { nn: out, k, min: linkMin };
+  };
+  const splits: SplitStep[] = [];
+  const merges: RowMerge[] = [];
+  const seen = new Set<string>();
+  const leaves: { node: string; rows: number[] }[] = [];
+  // The whole set may use every level (as HierCore); parts only levels whose clusters average
+  // minClusterSize images: finer ones cannot be products, and their silhouettes cost O(n^2 d).
+  const queue: { node: string; rows: number[] }[] = [{ node: '0', rows: Array.from({ length: n }, (_, i) => i) }];
   let chosen = -1;
-  for (let i = 0; i < parts.length; i++) {
-    const s = hierarchy[i].silhouette;
-    if (s !== null && (chosen < 0 || s > hierarchy[chosen].silhouette!)) chosen = i;
+  while (queue.length) {
+    const { node, rows } = queue.shift()!;
+    const root = node === '0';
+    const levels = root ? parts : restrictedLevels(parts, rows, Math.max(2, Math.floor(rows.length / Math.max(1, opts.minClusterSize))));
+    const sub = root ? u : gather(u, d, rows);
+    let best = -1;
+    let bestS = -Infinity;
+    levels.forEach((p, i) => {
+      const s = root ? hierarchy[i].silhouette : silhouette(sub, rows.length, d, p);
+      if (s !== null && s > bestS) [best, bestS] = [i, s];
+    });
+    const step: SplitStep = { node, size: rows.length, level: best < 0 ? null : levels[best].count, silhouette: best < 0 ? null : Number(bestS.toFixed(4)), groups: 1, split: false };
+    splits.push(step);
+    if (best < 0 || bestS < opts.minSilhouette) {
+      leaves.push({ node, rows });
+      continue;
+    }
+    if (root) chosen = best;
+    const local = mergeGroups(sub, d, levels[best], opts.poseMerge, opts.minClusterSize, pose && { samples: gatherPose(pose, rows), perRow: pose.perRow }, linksOf(rows));
+    step.groups = local.count;
+    // a part re-tests the merges its parent made; record each merge once
+    for (const m of local.log) {
+      const g = { ...m, rows: m.rows.map((i) => rows[i]) };
+      const key = `${g.reason}:${g.rows.join(',')}`;
+      if (!seen.has(key)) merges.push(g);
+      seen.add(key);
+    }
+    if (local.count < 2) {
+      leaves.push({ node, rows });
+      continue;
+    }
+    step.split = true;
+    const kids: number[][] = Array.from({ length: local.count }, () => []);
+    local.labels.forEach((c, i) => kids[c].push(rows[i]));
+    kids.forEach((k, i) => (opts.recursive === false ? leaves.push({ node: `${node}.${i}`, rows: k }) : queue.push({ node: `${node}.${i}`, rows: k })));
   }
-  let reason: string;
-  let p: Partition;
-  if (chosen < 0) {
-    reason = 'no FINCH partition with 2..n-1 clusters: one cluster';
-    p = { labels: new Int32Array(n), count: 1 };
-  } else if (hierarchy[chosen].silhouette! < opts.minSilhouette) {
-    reason = `best silhouette ${hierarchy[chosen].silhouette!.toFixed(3)} (${parts[chosen].count} clusters) < ${opts.minSilhouette}: one cluster`;
-    chosen = -1;
-    p = { labels: new Int32Array(n), count: 1 };
-  } else {
-    reason = `best silhouette ${hierarchy[chosen].silhouette!.toFixed(3)} at ${parts[chosen].count} clusters`;
-    p = parts[chosen];
+  const labels = new Int32Array(n);
+  leaves.forEach((l, c) => {
+    for (const r of l.rows) labels[r] = c;
+  });
+  const last = mergeGroups(u, d, { labels, count: leaves.length }, opts.poseMerge, opts.minClusterSize, pose, linksOf(Array.from({ length: n }, (_, i) => i)));
+  merges.push(...last.log);
+  const into = (rows: number[]) => {
+    const votes = new Map<number, number>();
+    for (const r of rows) votes.set(last.labels[r], (votes.get(last.labels[r]) ?? 0) + 1);
+    return [...votes].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0][0];
+  };
+  const r4 = (v: number) => Number(v.toFixed(4));
+  const merged = merges.map((m) => ({
+    reason: m.reason,
+    size: m.rows.length,
+    distance: r4(m.distance),
+    ...(m.limit !== undefined ? { limit: r4(m.limit) } : {}),
+    ...(m.links !== undefined ? { links: r4(m.links) } : {}),
+    into: into(m.rows),
+  }));
+  for (const s of splits) {
+    const leaf = leaves.find((l) => l.node === s.node);
+    if (leaf) s.cluster = into(leaf.rows);
   }
-  const { partition, merged } = mergeClusters(u, d, p, opts.poseMerge, opts.minClusterSize, pose);
-  if (merged.length) reason += `; ${merged.filter((m) => m.reason === 'pose').length} pose and ${merged.filter((m) => m.reason === 'small').length} small-cluster merges -> ${partition.count}`;
-  return { ...partition, hierarchy, chosen, reason, merged };
+  const done = splits.filter((s) => s.split).length;
+  const top = splits[0];
+  let reason =
+    top.level === null
+      ? 'no FINCH partition with 2..n-1 clusters: one cluster'
+      : top.silhouette! < opts.minSilhouette
+        ? `best silhouette ${top.silhouette!.toFixed(3)} (${top.level} clusters) < ${opts.minSilhouette}: one cluster`
+        : `best silhouette ${top.silhouette!.toFixed(3)} at ${top.level} clusters`;
+  if (done > 1) reason += `; ${done - 1} further splits inside the parts -> ${leaves.length}`;
+  const count = (why: MergeStep['reason']) => merged.filter((m) => m.reason === why).length;
+  if (merged.length) reason += `; ${count('pose')} pose, ${count('linked')} linked and ${count('small')} small-cluster merges -> ${last.count}`;
+  return { labels: last.labels, count: last.count, hierarchy, chosen, reason, merged, splits };
+}
+
+function gatherPose(pose: PoseScales, rows: number[]): Float32Array {
+  const out = new Float32Array(rows.length * pose.perRow);
+  rows.forEach((r, i) => out.set(pose.samples.subarray(r * pose.perRow, (r + 1) * pose.perRow), i * pose.perRow));
+  return out;
 }
 
 /**
@@ -230,9 +410,34 @@ export function clusterEmbeddings(x: Float32Array, n: number, d: number, opts: C
  * clusters under `minSize` (smallest first) into the nearest.
  */
 export function mergeClusters(u: Float32Array, d: number, p: Partition, poseMerge: number, minSize: number, pose?: PoseScales): { partition: Partition; merged: MergeStep[] } {
+  const g = mergeGroups(u, d, p, poseMerge, minSize, pose);
+  const r4 = (v: number) => Number(v.toFixed(4));
+  return {
+    partition: { labels: g.labels, count: g.count },
+    merged: g.log.map((m) => ({
+      reason: m.reason,
+      size: m.rows.length,
+      distance: r4(m.distance),
+      ...(m.limit !== undefined ? { limit: r4(m.limit) } : {}),
+      ...(m.links !== undefined ? { links: r4(m.links) } : {}),
+      into: g.labels[m.rows[0]],
+    })),
+  };
+}
+
+/** mergeClusters with each merge's absorbed rows, labels renumbered 0..k-1 in order of first appearance. */
+function mergeGroups(
+  u: Float32Array,
+  d: number,
+  p: Partition,
+  poseMerge: number,
+  minSize: number,
+  pose?: PoseScales,
+  links?: { nn: Int32Array; k: number; min: number },
+): Partition & { log: RowMerge[] } {
   const labels = Int32Array.from(p.labels);
   const alive = new Set<number>(Array.from({ length: p.count }, (_, i) => i));
-  const log: { reason: 'pose' | 'small'; size: number; distance: number; limit?: number; from: number; into: number }[] = [];
+  const log: RowMerge[] = [];
   const size = new Int32Array(p.count);
   for (const l of labels) size[l]++;
   const rowsOf = (c: number) => {
@@ -240,9 +445,9 @@ export function mergeClusters(u: Float32Array, d: number, p: Partition, poseMerg
     for (let i = 0; i < labels.length; i++) if (labels[i] === c) r.push(i);
     return r;
   };
-  const absorb = (from: number, into: number, reason: 'pose' | 'small', distance: number, limit?: number) => {
+  const absorb = (from: number, into: number, reason: RowMerge['reason'], distance: number, limit?: number, share?: number) => {
+    log.push({ reason, rows: rowsOf(from), distance, limit, ...(share !== undefined ? { links: share } : {}) });
     for (let i = 0; i < labels.length; i++) if (labels[i] === from) labels[i] = into;
-    log.push({ reason, size: size[from], distance, limit, from, into });
     size[into] += size[from];
     alive.delete(from);
   };
@@ -263,6 +468,30 @@ export function mergeClusters(u: Float32Array, d: number, p: Partition, poseMerg
     const [into, from] = size[best.a] >= size[best.b] ? [best.a, best.b] : [best.b, best.a];
     absorb(from, into, 'pose', best.distance, best.limit);
   }
+  // Linked: groups whose images run into one another are one product with continuous variation;
+  // distinct products share (almost) no nearest-neighbour links.
+  while (alive.size > 1 && links) {
+    const cross = new Map<number, number>();
+    for (let i = 0; i < labels.length; i++) {
+      for (let t = 0; t < links.k; t++) {
+        const j = links.nn[i * links.k + t];
+        if (j < 0 || labels[j] === labels[i]) continue;
+        const [a, b] = labels[i] < labels[j] ? [labels[i], labels[j]] : [labels[j], labels[i]];
+        cross.set(a * p.count + b, (cross.get(a * p.count + b) ?? 0) + 1);
+      }
+    }
+    let best: { a: number; b: number; share: number } | null = null;
+    for (const [key, e] of cross) {
+      const a = Math.floor(key / p.count);
+      const b = key % p.count;
+      const share = e / (links.k * Math.min(size[a], size[b]));
+      if (share >= links.min && (!best || share > best.share)) best = { a, b, share };
+    }
+    if (!best) break;
+    const means = clusterMeans(u, d, { labels, count: p.count });
+    const [into, from] = size[best.a] >= size[best.b] ? [best.a, best.b] : [best.b, best.a];
+    absorb(from, into, 'linked', dist(means, best.a, best.b), undefined, best.share);
+  }
   while (alive.size > 1) {
     let smallest = -1;
     for (const c of alive) if (size[c] < minSize && (smallest < 0 || size[c] < size[smallest])) smallest = c;
@@ -272,19 +501,10 @@ export function mergeClusters(u: Float32Array, d: number, p: Partition, poseMerg
     for (const c of alive) if (c !== smallest && (into < 0 || dist(means, smallest, c) < dist(means, smallest, into))) into = c;
     absorb(smallest, into, 'small', dist(means, smallest, into));
   }
-  // Renumber 0..k-1 in order of first appearance.
   const id = new Map<number, number>();
   for (let i = 0; i < labels.length; i++) {
     if (!id.has(labels[i])) id.set(labels[i], id.size);
     labels[i] = id.get(labels[i])!;
   }
-  const finalId = (c: number): number => {
-    const next = log.find((m) => m.from === c);
-    return next ? finalId(next.into) : id.get(c)!;
-  };
-  const r4 = (v: number) => Number(v.toFixed(4));
-  return {
-    partition: { labels, count: id.size },
-    merged: log.map((m) => ({ reason: m.reason, size: m.size, distance: r4(m.distance), ...(m.limit !== undefined ? { limit: r4(m.limit) } : {}), into: finalId(m.into) })),
-  };
+  return { labels, count: id.size, log };
 }

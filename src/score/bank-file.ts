@@ -24,7 +24,7 @@ export interface BankHeader {
   created_at: string;
   backbone: { id: string; onnx_sha256: string };
   features: { width: number; height: number; fit: FitMode; pre_dim: number; dim: number; layers: string[]; grid: [number, number] };
-  coreset: { ratio: number; projection_dim: number; seed: number; source_patches: number; source_images: number; build_ms?: number };
+  coreset: { ratio: number; projection_dim: number; seed: number; source_patches: number; source_images: number; build_ms?: number; group_images?: number; group_share?: number };
   count: number;
   dim: number;
   dtype: 'float32' | 'float16';

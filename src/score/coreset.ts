@@ -18,6 +18,15 @@ export interface CoresetOptions {
   /** JL projection size; 0 keeps the original features */
   projectionDim: number;
   seed: number;
+  /**
+   * Two-stage selection when set (0 < groupShare < 1): greedy k-center inside each group of `groupSize`
+   * rows (a few images' patches) first keeps this share of its rows, then the global greedy runs on
+   * those candidates only (merge and reduce). Neighbouring patches of one part are mostly
+   * near-duplicates (background, repeated texture), so the first stage drops little that the global
+   * stage would pick, at a fraction of its k*N*d cost.
+   */
+  groupShare?: number;
+  groupSize?: number;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -75,7 +84,23 @@ export async function greedyCoreset(x: Float32Array, n: number, dim: number, opt
   if (k === n) return Int32Array.from({ length: n }, (_, i) => i);
   const d = opts.projectionDim > 0 && opts.projectionDim < dim ? opts.projectionDim : dim;
   const proj = d === dim ? x : await projectOnnx(x, n, dim, projectionMatrix(dim, d, opts.seed), d);
-  return new KCenter(proj, n, d).select(k, opts.seed, opts.onProgress);
+  const q = opts.groupShare ?? 1;
+  const g = opts.groupSize ?? 0;
+  if (!(q > 0 && q < 1 && g > 1 && Math.floor(n * q) > k)) return new KCenter(proj, n, d).select(k, opts.seed, opts.onProgress);
+  const candidates = groupCandidates(proj, n, d, g, q, opts.seed);
+  const picked = new KCenter(gatherRows(proj, d, candidates), candidates.length, d).select(k, opts.seed, opts.onProgress);
+  return Int32Array.from(picked, (i) => candidates[i]);
+}
+
+/** Stage one of the two-stage coreset: each group's own greedy k-center keeps a share q of its rows. */
+function groupCandidates(proj: Float32Array, n: number, d: number, g: number, q: number, seed: number): Int32Array {
+  const out: number[] = [];
+  for (let s = 0; s < n; s += g) {
+    const rows = Math.min(g, n - s);
+    const sel = new KCenter(proj.subarray(s * d, (s + rows) * d), rows, d).select(Math.max(1, Math.round(rows * q)), seed + s);
+    for (const i of sel) out.push(s + i);
+  }
+  return Int32Array.from(out);
 }
 
 /** x [n, dim] times r [dim, outDim] as an onnxruntime MatMul, in row chunks to bound memory. */

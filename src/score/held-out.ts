@@ -7,6 +7,7 @@ import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
 import { GraphBuilder } from '../features/onnx/graph.ts';
 import { createSession, type ExecutionProvider } from '../features/session.ts';
+import { annIndex, buildAnnGraph, EXACT_SEARCH, type SearchSettings } from './ann.ts';
 import { bankOperand } from './knn-graph.ts';
 import { gatherRows } from './coreset.ts';
 import { reweightScore } from './scorer.ts';
@@ -35,6 +36,8 @@ export function buildMaskedKnnGraph(bank: Float32Array, m: number, dim: number, 
 
 export interface MaskedScorerOptions {
   patchCount: number;
+  /** the two-stage approximate search (ann.ts) with the same mask, as inspection would search; default exact */
+  search?: SearchSettings;
   reweightNeighbours?: number;
   provider?: ExecutionProvider;
   threads?: number;
@@ -58,7 +61,12 @@ export class MaskedScorer {
 
   static async create(bank: Float32Array, m: number, dim: number, source: Int32Array, opts: MaskedScorerOptions): Promise<MaskedScorer> {
     if (source.length !== m) throw new Error(`${source.length} row sources for a bank of ${m} rows`);
-    const session = await createSession(buildMaskedKnnGraph(bank, m, dim, opts.patchCount), opts.provider ?? 'cpu', opts.threads);
+    const q = opts.search ?? EXACT_SEARCH;
+    const graph =
+      q.mode === 'ann'
+        ? buildAnnGraph({ bank, m, dim, ...(await annIndex(bank, m, dim, q.projection_dim, opts.threads)), candidates: q.candidates, patches: opts.patchCount, masked: true })
+        : buildMaskedKnnGraph(bank, m, dim, opts.patchCount);
+    const session = await createSession(graph, opts.provider ?? 'cpu', opts.threads);
     return new MaskedScorer(session, bank, m, dim, source, opts);
   }
 

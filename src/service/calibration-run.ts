@@ -13,20 +13,17 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import type { CalibrationProgress, CalibrationStage } from '../web/station-control.ts';
 import type { ChildMessage, ChildOutcome, ChildRequest } from '../calibrate/child-entry.ts';
-import { FrameSelector, type CapturePolicy } from './calibration-capture.ts';
+import { FrameSelector } from './calibration-capture.ts';
 import { validateOutcome, type Validation } from './calibration-validate.ts';
 import { calibrationReport } from './calibration-report.ts';
+import { engineOverrides, parseRecipe, RecipeError, type Recipe } from '../calibrate/recipe.ts';
+import { listImagesRecursive } from '../eval/dataset.ts';
 
-export interface Recipe {
-  images: number;
-  policy: CapturePolicy;
-  interval_s: number;
-  holdout: number;
-}
+export { RecipeError, type Recipe };
 
 export interface RunSettings {
+  /** the whole recipe: capture, bank, threshold and validation policy (validation.max_frr) */
   recipe: Recipe;
-  maxFrr: number;
   threads: number;
   nice: number;
   captureTimeoutMs: number;
@@ -41,8 +38,6 @@ export interface RunHooks {
   /** files the bundle as a new version and activates it when `validated`; returns the version */
   finish(bundleFile: string, validated: boolean, run: { runId: string; report: string; problem?: string }): Promise<{ version: string; activated: boolean }>;
 }
-
-export class RecipeError extends Error {}
 
 const RUN_ID = /^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{4}$/;
 /**
@@ -60,27 +55,20 @@ export function isRunId(v: unknown): v is string {
   return typeof v === 'string' && RUN_ID.test(v);
 }
 
-/** The station's recipe with the overrides of one request; every value checked (minimal: F's recipe.ts did not exist). */
+/**
+ * The station's recipe with the overrides of one request (src/calibrate/recipe.ts: the same fields
+ * and checks as `calibrate --recipe`). The daemon captures from its camera: a folder source is refused.
+ */
 export function recipeFrom(base: Recipe, over: Record<string, unknown> | undefined): Recipe {
-  const r = { ...base };
-  if (over === undefined) return r;
-  if (over === null || typeof over !== 'object' || Array.isArray(over)) throw new RecipeError('calibrate: "recipe" must be a JSON object');
-  for (const [k, v] of Object.entries(over)) {
-    if (k === 'images') {
-      if (!Number.isInteger(v) || (v as number) < 4 || (v as number) > 5000) throw new RecipeError('calibrate: recipe.images must be an integer 4-5000');
-      r.images = v as number;
-    } else if (k === 'policy') {
-      if (v !== 'count' && v !== 'interval' && v !== 'trigger') throw new RecipeError('calibrate: recipe.policy must be count, interval or trigger');
-      r.policy = v;
-    } else if (k === 'interval_s') {
-      if (typeof v !== 'number' || !(v >= 0) || v > 3600) throw new RecipeError('calibrate: recipe.interval_s must be a number 0-3600');
-      r.interval_s = v;
-    } else if (k === 'holdout') {
-      if (typeof v !== 'number' || !(v > 0) || v >= 0.9) throw new RecipeError('calibrate: recipe.holdout must be a fraction > 0 and < 0.9');
-      r.holdout = v;
-    } else throw new RecipeError(`calibrate: unknown recipe field "${k.slice(0, 40)}" (images, policy, interval_s, holdout)`);
+  try {
+    const r = parseRecipe(over, base);
+    if (r.source.kind !== 'camera') throw new RecipeError('the daemon calibrates from its camera (source "camera"); calibrate a folder with "hiercore-edge calibrate --recipe"');
+    // checked now, not after the capture
+    if (r.defects && !listImagesRecursive(r.defects).length) throw new RecipeError(`recipe.defects: no PNG/JPEG/BMP images in ${r.defects} on the station`);
+    return r;
+  } catch (e) {
+    throw new RecipeError(`calibrate: ${(e as Error).message}`);
   }
-  return r;
 }
 
 /** Every 1/holdout-th frame, spread over the capture, is held out. */
@@ -93,7 +81,8 @@ export function splitHoldout<T>(items: T[], fraction: number): { train: T[]; hol
 
 /** calibrate()'s stage names ("[cluster-0] fold 2/4 coreset", ...) to the operator's stages. */
 function stageOf(s: string): CalibrationStage {
-  if (s === 'validate') return 'validate';
+  if (s === 'validate' || s.startsWith('defects scored')) return 'validate';
+  if (s === 'report') return 'report';
   if (s.includes('clustering')) return 'clustering';
   if (s.includes('held-out') || s.includes('fold')) return 'held-out';
   if (s.includes('bank') || s.includes('features')) return 'bank';
@@ -134,22 +123,26 @@ export class CalibrationRun {
   ) {
     this.dir = join(root, this.runId);
     mkdirSync(join(this.dir, 'images'), { recursive: true });
-    writeFileSync(join(this.dir, 'recipe.json'), `${JSON.stringify({ ...s.recipe, max_frr: s.maxFrr, engine_config: s.engineConfig || null }, null, 1)}\n`);
-    this.selector = new FrameSelector({ policy: s.recipe.policy, intervalMs: s.recipe.interval_s * 1000, duplicateDiff: DUPLICATE_DIFF, blankStd: BLANK_STD });
+    writeFileSync(join(this.dir, 'recipe.json'), `${JSON.stringify({ ...s.recipe, engine_config: s.engineConfig || null }, null, 1)}\n`);
+    const cap = s.recipe.capture;
+    this.selector = new FrameSelector({
+      policy: cap.policy,
+      intervalMs: cap.interval_s * 1000,
+      // 0 turns a check off (no difference or contrast is below 0)
+      duplicateDiff: cap.skip_duplicates ? DUPLICATE_DIFF : 0,
+      blankStd: cap.skip_blank ? BLANK_STD : 0,
+    });
     this.progress = {
       run_id: this.runId,
       stage: 'capture',
-      detail: `capturing ${s.recipe.images} nominal frames (${s.recipe.policy})`,
+      detail: `capturing ${cap.images} nominal frames (${cap.policy})`,
       done: 0,
-      total: s.recipe.images,
+      total: cap.images,
       eta_s: null,
       started_at: new Date().toISOString(),
     };
     this.note(`run ${this.runId}: ${JSON.stringify(s.recipe)}`);
-    this.captureTimer = setTimeout(
-      () => this.fail(`capture: ${this.images.length} of ${s.recipe.images} frames within ${s.captureTimeoutMs / 1000} s (calibration.capture_timeout_s)`),
-      s.captureTimeoutMs,
-    );
+    this.captureTimer = setTimeout(() => this.fail(`capture: ${this.images.length} of ${cap.images} frames within ${s.captureTimeoutMs / 1000} s (calibration.capture_timeout_s)`), s.captureTimeoutMs);
     this.captureTimer.unref();
     this.done = this.run().catch((e: Error) => this.fail(e.message));
     this.publish(true);
@@ -165,7 +158,8 @@ export class CalibrationRun {
 
   /** A live frame: kept (copied, written as PNG in the background) when the capture policy wants it. */
   offer(f: { width: number; height: number; data: Uint8Array; capturedAt: number }, triggered: boolean): void {
-    if (!this.capturing || this.images.length >= this.s.recipe.images) return;
+    const want = this.s.recipe.capture.images;
+    if (!this.capturing || this.images.length >= want) return;
     const d = this.selector.offer(f, triggered);
     if (!d.keep) {
       if (d.why === 'blank' && this.selector.skipped.blank % 25 === 1) this.note(`blank or blocked view skipped (${this.selector.skipped.blank} so far): check the lens and the light`, 'warn');
@@ -180,8 +174,8 @@ export class CalibrationRun {
         .png({ compressionLevel: 1 })
         .toFile(path),
     );
-    this.update('capture', this.images.length, this.s.recipe.images, `captured ${this.images.length} of ${this.s.recipe.images}`);
-    if (this.images.length >= this.s.recipe.images) this.captureDone();
+    this.update('capture', this.images.length, want, `captured ${this.images.length} of ${want}`);
+    if (this.images.length >= want) this.captureDone();
   }
 
   async stop(): Promise<void> {
@@ -200,11 +194,24 @@ export class CalibrationRun {
     await Promise.all(this.writes);
     const sk = this.selector.skipped;
     this.note(`captured ${this.images.length} frames (${sk.duplicate} near-duplicates, ${sk.blank} blank views skipped)`);
-    const { train, holdout } = splitHoldout(this.images, this.s.recipe.holdout);
+    const r = this.s.recipe;
+    const { train, holdout } = splitHoldout(this.images, r.validation.holdout);
     const bundleOut = join(this.dir, 'bundle.hcebundle');
-    const outcome = await this.build({ type: 'start', images: train, holdout, engineConfig: this.s.engineConfig, backbone: this.s.backbone, threads: this.s.threads, bundleOut });
+    const defects = r.defects ? listImagesRecursive(r.defects) : undefined;
+    if (r.defects && !defects?.length) throw new Error(`recipe.defects: no PNG/JPEG/BMP images in ${r.defects}`);
+    const outcome = await this.build({
+      type: 'start',
+      images: train,
+      holdout,
+      defects,
+      engineConfig: this.s.engineConfig,
+      overrides: engineOverrides(r),
+      backbone: this.s.backbone,
+      threads: this.s.threads,
+      bundleOut,
+    });
     if (this.finished) return;
-    const validation = validateOutcome(outcome, this.s.maxFrr);
+    const validation = validateOutcome(outcome, r.validation.max_frr);
     this.note(validation.passed ? 'validation passed' : `validation failed: ${validation.problems.join('; ')}`, validation.passed ? 'info' : 'warn');
     this.update('report', 0, 1, 'writing the report');
     const report = this.writeReport(outcome, validation);

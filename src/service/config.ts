@@ -238,7 +238,12 @@ const SCHEMA = {
   },
   web: {
     port: { doc: 'local web page (station view, calibration) HTTP port (0 = off)', format: 'port', default: 0, env: 'HCE_WEB_PORT' },
-    host: { doc: 'address the web page listens on', format: String, default: '127.0.0.1', env: 'HCE_WEB_HOST' },
+    host: {
+      doc: 'address the web page listens on (127.0.0.1 = this machine only; on another address its buttons need commands.token)',
+      format: String,
+      default: '127.0.0.1',
+      env: 'HCE_WEB_HOST',
+    },
   },
   log_level: { doc: 'error | warn | info | debug', format: ['error', 'warn', 'info', 'debug'], default: 'info', env: 'HCE_LOG_LEVEL', arg: 'log-level' },
 };

@@ -29,6 +29,7 @@ import { WorkerSupervisor } from '../inspect/worker-supervisor.ts';
 import type { BundleSummary } from '../inspect/protocol.ts';
 import { bundleStoreFor, NoSuchBundleError, type BundleStore, type VersionEntry } from '../bundle/bundle-store.ts';
 import { CalibrationRun, RecipeError, recipeFrom, type Recipe } from './calibration-run.ts';
+import { stationRecipe } from '../calibrate/recipe.ts';
 import { DaemonStationControl } from './station-control-impl.ts';
 import type { BundleVersion, CalibrationProgress, StartCalibration, StationMode, StationView } from '../web/station-control.ts';
 import { MqttPublisher } from '../publish/mqtt-publisher.ts';
@@ -297,7 +298,7 @@ export class Daemon {
     this.notifier.ready();
     this.status(this.worker ? `inspecting (${this.cfg.trigger.mode === 'mqtt' ? 'on PLC trigger' : 'free-run'})` : 'uncalibrated: waiting for a calibration');
     const broker = this.mqtt!.isConnected ? 'broker connected' : 'broker not connected yet (verdicts queue on disk until it is)';
-    this.log('info', `ready: camera and model${this.worker ? ' and bundle' : ' (no bundle: uncalibrated)'} are up, ${broker}; topics under ${this.mqtt!.topics.base}/`);
+    this.log('info', `ready: ${this.worker ? 'camera, model and bundle are up' : 'camera and model are up (no bundle: uncalibrated)'}, ${broker}; topics under ${this.mqtt!.topics.base}/`);
     this.publishState();
   }
 
@@ -699,7 +700,7 @@ export class Daemon {
 
   private defaultRecipe(): Recipe {
     const k = this.cfg.calibration;
-    return { images: k.images, policy: k.policy as Recipe['policy'], interval_s: k.interval_s, holdout: k.holdout };
+    return stationRecipe({ images: k.images, policy: k.policy as Recipe['capture']['policy'], interval_s: k.interval_s, holdout: k.holdout, max_frr: k.max_frr });
   }
 
   /** cmd/calibrate and the web page: one run at a time, inspection goes on with the active bundle. */
@@ -708,13 +709,12 @@ export class Daemon {
     const cur = this.calRun;
     if (cur && !cur.finished) throw new Error(`calibration run ${cur.runId} is under way (${cur.progress.stage}): one at a time; cancel it with cmd/calibrate {"stop": true}`);
     const recipe = recipeFrom(this.defaultRecipe(), req.recipe);
-    if (recipe.policy === 'trigger' && this.cfg.trigger.mode !== 'mqtt') throw new RecipeError('calibrate: policy "trigger" needs trigger.mode "mqtt" (no PLC triggers arrive otherwise)');
+    if (recipe.capture.policy === 'trigger' && this.cfg.trigger.mode !== 'mqtt') throw new RecipeError('calibrate: policy "trigger" needs trigger.mode "mqtt" (no PLC triggers arrive otherwise)');
     const k = this.cfg.calibration;
     const run = new CalibrationRun(
       this.runsDir(),
       {
         recipe,
-        maxFrr: k.max_frr,
         threads: k.threads,
         nice: k.nice,
         captureTimeoutMs: k.capture_timeout_s * 1000,
@@ -790,13 +790,16 @@ export class Daemon {
   private async startWeb(): Promise<void> {
     const w = this.cfg.web;
     if (!w.port) return;
-    type WebModule = { startWebServer?: (control: DaemonStationControl, o: { host: string; port: number; log: Logger }) => Promise<{ close(): Promise<void> }> };
+    type WebModule = {
+      startWebServer?: (control: DaemonStationControl, o: { host: string; port: number; log: Logger; auth: { control: boolean; token: string } }) => Promise<{ close(): Promise<void> }>;
+    };
     const mod = (await import(new URL('../web/server.ts', import.meta.url).href).catch((e: Error) => {
       this.log('warn', `web page not started: ${e.message}`);
       return null;
     })) as WebModule | null;
     if (!mod?.startWebServer) return void (mod && this.log('warn', 'web page not started: src/web/server.ts has no startWebServer()'));
-    this.web = await mod.startWebServer(this.control, { host: w.host, port: w.port, log: this.log });
+    // the page's buttons follow the rule of state-changing MQTT commands
+    this.web = await mod.startWebServer(this.control, { host: w.host, port: w.port, log: this.log, auth: { control: this.cfg.commands.control, token: this.cfg.commands.token } });
     this.log('info', `web page on http://${w.host}:${w.port}/`);
   }
 

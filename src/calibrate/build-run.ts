@@ -1,0 +1,208 @@
+/**
+ * One calibration as both the CLI (`calibrate`, `calibrate --recipe`) and the daemon's calibration
+ * process run it: build the bundle, write it, inspect the held-out frames and the labelled defects
+ * with it, check that each routing key routes home, and gather what the report shows.
+ */
+import { basename } from 'node:path';
+import { calibrate, type Embedded } from './calibrate.ts';
+import { calibrationOptions } from './options.ts';
+import { loadEngineConfig, type EngineConfig } from '../config.ts';
+import { writeBundleFile, type Bundle } from '../bundle/bundle-file.ts';
+import { Inspector } from '../inspect/inspector.ts';
+import { readImage } from '../features/image.ts';
+import { Router } from '../route/router.ts';
+import { ExtractorPool } from '../features/extractor-pool.ts';
+import type { ProgressFn } from '../score/patchcore.ts';
+import { bestSplit, FEW_IMAGES, SPLIT_SILHOUETTE, spread, StageClock, thumb, thumbOf, type ClusterReport, type ReportData, type Thumb, type Warning } from './report-data.ts';
+
+export interface BuildRequest {
+  images: string[];
+  holdout: string[];
+  /** known-class labels, one per image */
+  labels?: string[];
+  /** labelled defect images: scored for the report (and the F1 threshold) */
+  defects?: string[];
+  /** engine settings file ("" = defaults) */
+  engineConfig: string;
+  /** the recipe's engine settings over the file's */
+  overrides?: Record<string, Record<string, unknown>>;
+  backbone: string;
+  threads: number;
+  bundleOut: string;
+}
+
+export interface HeldOutVerdict {
+  path: string;
+  verdict: 'OK' | 'NG' | 'UNKNOWN';
+  cluster: string | null;
+  nearest: string;
+  score: number | null;
+}
+
+export interface BuildOutcome {
+  bundle_id: string;
+  clusters: { name: string; size: number; threshold: number; routing_limit: number }[];
+  heldOut: HeldOutVerdict[];
+  /** per cluster: how many of its routing keys route to it, of how many */
+  keysHome: { name: string; home: number; keys: number }[];
+  duration_s: number;
+  /** what the report shows (absent in outcomes from before the report had it) */
+  report?: ReportData;
+}
+
+/** Rejected held-out frames and defects shown with their heatmap: at most this many each. */
+const HEATMAPS = 6;
+const THUMBS = 6;
+
+/** The engine config a request calibrates with. */
+export function requestConfig(req: Pick<BuildRequest, 'engineConfig' | 'overrides' | 'backbone' | 'threads'>): EngineConfig {
+  return loadEngineConfig(req.engineConfig || undefined, { ...(req.overrides ?? {}), backbone: req.backbone, runtime: { provider: 'cpu', threads: req.threads } });
+}
+
+export async function buildAndValidate(req: BuildRequest, c: EngineConfig, progress?: ProgressFn, log?: (m: string) => void): Promise<{ outcome: BuildOutcome; bundle: Bundle }> {
+  const t0 = performance.now();
+  const clock = new StageClock();
+  const prog: ProgressFn = (stage, done, total) => {
+    clock.mark(stage);
+    progress?.(stage, done, total);
+  };
+  const opts = calibrationOptions(c);
+  const pool = new ExtractorPool(opts.backbone, opts.runtime);
+  let bundle: Bundle;
+  let heldOutScores: number[][];
+  let embedded: Embedded;
+  try {
+    const r = await calibrate({ ...opts, images: req.images, labels: req.labels, defects: req.defects, pool, log }, prog);
+    bundle = r.bundle;
+    heldOutScores = r.heldOut;
+    embedded = r.embedded;
+  } finally {
+    await pool.release();
+  }
+  writeBundleFile(req.bundleOut, bundle);
+
+  const insp = await Inspector.load(bundle, req.backbone, { provider: 'cpu', threads: req.threads });
+  const heldOut: HeldOutVerdict[] = [];
+  const rejected: Thumb[] = [];
+  const defectScores = bundle.clusters.map(() => [] as number[]);
+  const missed: Thumb[] = [];
+  let defectsUnknown = 0;
+  try {
+    for (const [i, path] of req.holdout.entries()) {
+      prog('validate', i, req.holdout.length);
+      const r = await insp.inspect(await readImage(path));
+      heldOut.push({ path, verdict: r.verdict, cluster: r.cluster, nearest: r.route.nearest, score: r.score });
+      if (r.verdict === 'NG' && rejected.length < HEATMAPS) {
+        const png = await insp.heatmapImage(r, 'png');
+        if (png) rejected.push(await thumbOf(png, `${basename(path)}: ${r.cluster} ${r.score?.toFixed(3)}`));
+      }
+    }
+    prog('validate', req.holdout.length, req.holdout.length);
+    for (const [i, path] of (req.defects ?? []).entries()) {
+      prog('defects scored', i, req.defects!.length);
+      const r = await insp.inspect(await readImage(path));
+      if (r.cluster_id === null || r.score === null) {
+        defectsUnknown++;
+        continue;
+      }
+      defectScores[r.cluster_id].push(r.score);
+      if (r.verdict === 'OK' && missed.length < HEATMAPS) {
+        const png = await insp.heatmapImage(r, 'png');
+        missed.push(png ? await thumbOf(png, `${basename(path)}: ${r.score.toFixed(3)}`) : await thumb(path, basename(path)));
+      }
+    }
+  } finally {
+    await insp.release();
+  }
+  const dim = bundle.header.semantic_dim;
+  const router = new Router(
+    bundle.clusters.map((k) => ({ keys: k.keys, count: k.info.keys.count, limit: k.info.routing_limit })),
+    dim,
+  );
+  const keysHome = bundle.clusters.map((k, ci) => {
+    let home = 0;
+    for (let j = 0; j < k.info.keys.count; j++) if (router.route(k.keys.slice(j * dim, (j + 1) * dim)).cluster === ci) home++;
+    return { name: k.info.name, home, keys: k.info.keys.count };
+  });
+
+  prog('report', 0, 1);
+  const report = await reportData(bundle, heldOutScores, defectScores, embedded, req.images, { rejected, missed, defectsUnknown });
+  report.stages = clock.result();
+  return {
+    bundle,
+    outcome: {
+      bundle_id: bundle.header.bundle_id,
+      clusters: bundle.header.clusters.map((k) => ({ name: k.name, size: k.members.length, threshold: k.threshold, routing_limit: k.routing_limit })),
+      heldOut,
+      keysHome,
+      duration_s: Number(((performance.now() - t0) / 1000).toFixed(1)),
+      report,
+    },
+  };
+}
+
+async function reportData(
+  bundle: Bundle,
+  heldOut: number[][],
+  defects: number[][],
+  emb: { semantic: Float32Array; dim: number },
+  images: string[],
+  seen: { rejected: Thumb[]; missed: Thumb[]; defectsUnknown: number },
+): Promise<ReportData> {
+  const h = bundle.header;
+  const index = new Map(images.map((p, i) => [p, i]));
+  const warnings: Warning[] = [];
+  const clusters: ClusterReport[] = [];
+  for (const [ci, k] of bundle.clusters.entries()) {
+    const info = k.info;
+    const scores = heldOut[ci] ?? [];
+    const u = new Float32Array(info.members.length * emb.dim);
+    info.members.forEach((m, j) => {
+      const i = index.get(m)!;
+      u.set(emb.semantic.subarray(i * emb.dim, (i + 1) * emb.dim), j * emb.dim);
+    });
+    const split = bestSplit(u, info.members.length, emb.dim);
+    const over = scores.map((s, j) => ({ s, m: info.members[j] })).filter((x) => x.s > info.threshold);
+    clusters.push({
+      name: info.name,
+      images: info.members.length,
+      bank: info.bank.count,
+      threshold: info.threshold,
+      threshold_source: info.threshold_source,
+      routing_limit: info.routing_limit,
+      held_out: scores.map((s) => Number(s.toFixed(5))),
+      expected_frr: scores.length ? Number((over.length / scores.length).toFixed(4)) : 0,
+      defects: defects[ci].map((s) => Number(s.toFixed(5))),
+      split_silhouette: split,
+      thumbs: await Promise.all(spread(info.members, THUMBS).map((m) => thumb(m, basename(m)))),
+    });
+    if (info.members.length < FEW_IMAGES)
+      warnings.push({ text: `${info.name}: only ${info.members.length} images; its threshold rests on a few held-out scores. Add good images of this product (${FEW_IMAGES} or more).` });
+    if (split !== null && split >= SPLIT_SILHOUETTE) {
+      const merged = info.statistics.merged_groups ? ` (${info.statistics.merged_groups} FINCH group(s) were merged into it as other poses of one product)` : '';
+      warnings.push({
+        text: `${info.name} looks like two products: a split of it alone has silhouette ${split.toFixed(2)} (>= ${SPLIT_SILHOUETTE})${merged}. Check its thumbnails; if they are two products, calibrate with folder labels.`,
+      });
+    }
+    if (over.length)
+      warnings.push({
+        text: `${info.name}: ${over.length} good image(s) score above the threshold when held out (they would be rejected). Check them for defects or unusual views.`,
+        images: await Promise.all(spread(over, THUMBS).map((x) => thumb(x.m, `${basename(x.m)}: ${x.s.toFixed(3)}`))),
+      });
+    const minDefect = defects[ci].length ? Math.min(...defects[ci]) : Infinity;
+    const likeDefects = scores.filter((s) => s >= minDefect).length;
+    if (likeDefects) warnings.push({ text: `${info.name}: ${likeDefects} good image(s) score as high as the lowest-scoring labelled defect (${minDefect.toFixed(3)}).` });
+  }
+  if (seen.rejected.length) warnings.push({ text: 'Held-out good frames rejected by the new bundle (heatmaps):', images: seen.rejected });
+  if (seen.missed.length) warnings.push({ text: 'Labelled defects the new bundle passes as OK (their scores are below the threshold):', images: seen.missed });
+  if (seen.defectsUnknown) warnings.push({ text: `${seen.defectsUnknown} labelled defect image(s) routed to no cluster (UNKNOWN): another product, or far off the good parts.` });
+  return {
+    mode: h.calibration.mode,
+    ...(h.calibration.clustering ? { clustering: h.calibration.clustering } : {}),
+    frr_target: h.settings.frr_target,
+    clusters,
+    stages: [],
+    warnings,
+    defects_unknown: seen.defectsUnknown,
+  };
+}

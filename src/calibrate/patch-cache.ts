@@ -1,0 +1,55 @@
+/**
+ * Patch features kept from the embedding pass, so building the banks does not run the backbone over
+ * every image a second time. Held under a byte budget (calibration.feature_cache_mb: the daemon's
+ * inspection keeps running beside a calibration); images past the budget, or needed at another input
+ * size than they were embedded at, are extracted again. Kept as float32: converting to float16 costs
+ * about as much per image as extracting it again on a 2-core box.
+ */
+interface Entry {
+  sizeKey: string;
+  patches: Float32Array;
+}
+
+export class PatchCache {
+  private readonly entries = new Map<number, Entry>();
+  private used = 0;
+  /** images offered but not kept (budget full) */
+  refused = 0;
+
+  constructor(readonly budgetBytes: number) {}
+
+  /** Keep image i's patches (extracted at `sizeKey`) if they fit; returns whether they were kept. */
+  put(i: number, sizeKey: string, patches: Float32Array): boolean {
+    if (this.used + patches.byteLength > this.budgetBytes) {
+      this.refused++;
+      return false;
+    }
+    this.entries.set(i, { sizeKey, patches: patches.slice() });
+    this.used += patches.byteLength;
+    return true;
+  }
+
+  /** Image i's patches at `sizeKey` into `out` at `offset`; false when not held at that size. */
+  copyTo(i: number, sizeKey: string, out: Float32Array, offset: number): boolean {
+    const e = this.entries.get(i);
+    if (!e || e.sizeKey !== sizeKey || offset + e.patches.length > out.length) return false;
+    out.set(e.patches, offset);
+    return true;
+  }
+
+  /** Free image i's entry (its cluster's bank is built). */
+  drop(i: number): void {
+    const e = this.entries.get(i);
+    if (!e) return;
+    this.used -= e.patches.byteLength;
+    this.entries.delete(i);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get usedBytes(): number {
+    return this.used;
+  }
+}
