@@ -22,6 +22,7 @@ import sharp, { type Metadata, type Sharp } from 'sharp';
 import { embedImages } from '../src/calibrate/calibrate.ts';
 import { featureSettings, loadEngineConfig } from '../src/config.ts';
 import { ExtractorPool } from '../src/features/extractor-pool.ts';
+import { nmi, purity } from '../src/eval/metrics.ts';
 import { clusterEmbeddings, type ClusteringOptions } from '../src/route/finch.ts';
 import { seededRandom } from '../src/score/coreset.ts';
 
@@ -250,41 +251,6 @@ async function embed(work: string, backbone: string): Promise<Map<string, TypeEm
   }
   await pool.release();
   return out;
-}
-
-/** Normalised mutual information (arithmetic-mean normalisation, as scikit-learn's default). */
-export function nmi(a: Int32Array, b: Int32Array): number {
-  const n = a.length;
-  const joint = new Map<string, number>();
-  const ca = new Map<number, number>();
-  const cb = new Map<number, number>();
-  for (let i = 0; i < n; i++) {
-    joint.set(`${a[i]},${b[i]}`, (joint.get(`${a[i]},${b[i]}`) ?? 0) + 1);
-    ca.set(a[i], (ca.get(a[i]) ?? 0) + 1);
-    cb.set(b[i], (cb.get(b[i]) ?? 0) + 1);
-  }
-  const h = (m: Map<number, number>) => -[...m.values()].reduce((s, v) => s + (v / n) * Math.log(v / n), 0);
-  let mi = 0;
-  for (const [k, v] of joint) {
-    const [x, y] = k.split(',').map(Number);
-    mi += (v / n) * Math.log((v * n) / (ca.get(x)! * cb.get(y)!));
-  }
-  const ha = h(ca);
-  const hb = h(cb);
-  return ha + hb === 0 ? 1 : (2 * mi) / (ha + hb);
-}
-
-/** Fraction of images in their cluster's majority product. */
-export function purity(found: Int32Array, truth: Int32Array): number {
-  const counts = new Map<number, Map<number, number>>();
-  for (let i = 0; i < found.length; i++) {
-    const m = counts.get(found[i]) ?? new Map<number, number>();
-    m.set(truth[i], (m.get(truth[i]) ?? 0) + 1);
-    counts.set(found[i], m);
-  }
-  let s = 0;
-  for (const m of counts.values()) s += Math.max(...m.values());
-  return s / found.length;
 }
 
 function arg(name: string, def?: string): string | undefined {

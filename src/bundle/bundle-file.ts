@@ -16,6 +16,7 @@
  * (a factory line must not stop on an upgrade): they are read with the settings every daemon scored
  * them with, re-weighting 0 and sigma 4, and marked `scoring.legacy`.
  */
+import type { SplitStep } from '../route/finch.ts';
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { constants as bufferConstants } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
@@ -61,16 +62,8 @@ export interface ScoringOverrides {
 
 export const NO_SCORING_OVERRIDES: ScoringOverrides = { reweight_neighbours: null, heatmap_sigma: null };
 
-/** One split test of unlabelled calibration (see SplitStep in src/route/finch.ts). */
-export interface ClusterSplit {
-  node: string;
-  size: number;
-  level: number | null;
-  silhouette: number | null;
-  groups: number;
-  split: boolean;
-  cluster?: number;
-}
+/** One split test of unlabelled calibration, as the clustering recorded it. */
+export type ClusterSplit = SplitStep;
 
 export interface ClusterInfo {
   id: number;

@@ -112,10 +112,17 @@ export async function embedImages(
   const settings = new Map<string, FeatureSettings>();
   const pose = new Float32Array(withPose ? paths.length : 0);
   // Decoding runs on libuv's threads: reading the next image while the backbone runs hides most of it.
-  let next = paths.length ? readImage(paths[0]) : undefined;
+  // A read started ahead is awaited in the next turn; if this turn throws first, its rejection must not
+  // surface as an unhandled one.
+  const readAhead = (i: number) => {
+    const p = readImage(paths[i]);
+    p.catch(() => {});
+    return p;
+  };
+  let next = paths.length ? readAhead(0) : undefined;
   for (let i = 0; i < paths.length; i++) {
     const img = await next!;
-    next = i + 1 < paths.length ? readImage(paths[i + 1]) : undefined;
+    next = i + 1 < paths.length ? readAhead(i + 1) : undefined;
     const s = features(img);
     const key = `${s.width}x${s.height}`;
     settings.set(key, s);
@@ -132,7 +139,6 @@ export async function embedImages(
     if (withPose) pose[i] = 1 - dot(u, 0, normaliseRows((await ex.extract(turnedOver(img, (i % 3) as 0 | 1 | 2))).semantic, 1, dim), 0, dim);
     progress?.(stage, i + 1, paths.length);
   }
-  await next?.catch(() => {});
   return { semantic, dim, sizes, settings, ...(withPose ? { pose: { samples: pose, perRow: 1 } } : {}), ...(cache ? { patches: cache } : {}) };
 }
 
@@ -148,16 +154,8 @@ function partitionFromLabels(labels: string[]): { labels: Int32Array; count: num
 }
 
 /** Patch features of several images at one input size, concatenated: [n * P, dim]. */
-async function extractPatches(paths: string[], pool: ExtractorPool, s: FeatureSettings, progress: ProgressFn | undefined, stage: string): Promise<Float32Array> {
-  const ex = await pool.get(s);
-  const per = ex.patchCount * s.dim;
-  const all = new Float32Array(paths.length * per);
-  for (let i = 0; i < paths.length; i++) {
-    const img = await readImage(paths[i]);
-    all.set((await ex.extract(img)).patches, i * per);
-    progress?.(stage, i + 1, paths.length);
-  }
-  return all;
+function extractPatches(paths: string[], pool: ExtractorPool, s: FeatureSettings, progress: ProgressFn | undefined, stage: string): Promise<Float32Array> {
+  return memberPatches({ paths, members: paths.map((_, k) => k), sizeKey: '' }, pool, s, progress, stage);
 }
 
 async function scoreRows(scorer: PatchScorer, all: Float32Array, per: number, rows: number[]): Promise<number[]> {

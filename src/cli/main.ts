@@ -1,4 +1,5 @@
 /** Command-line entry point: hiercore-edge <command>. */
+import type { CalibrateFlags } from './calibrate-command.ts';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
@@ -268,27 +269,10 @@ export function buildProgram(): Command {
       .option('--folds <k>', 'k-fold splits for held-out good scores', parseIntArg)
       .option('--min-cluster-size <n>', 'smallest cluster kept (smaller ones are merged)', parseIntArg)
       .option('--keys <mode>', `routing keys per cluster: ${KEY_MODES.join(' | ')}`),
-  ).action(
-    async (
-      o: EngineFlags & {
-        images?: string;
-        out: string;
-        recipe?: string;
-        report?: string;
-        site?: string;
-        knownClass?: boolean;
-        defects?: string;
-        threshold?: string;
-        frr?: number;
-        folds?: number;
-        minClusterSize?: number;
-        keys?: string;
-      },
-    ) => {
-      const { calibrateCommand } = await import('./calibrate-command.ts');
-      await calibrateCommand(o, (extra) => engineConfig(o, extra));
-    },
-  );
+  ).action(async (o: EngineFlags & CalibrateFlags) => {
+    const { calibrateCommand } = await import('./calibrate-command.ts');
+    await calibrateCommand(o, (extra) => engineConfig(o, extra));
+  });
 
   const bundle = program.command('bundle').description('calibration bundles');
   bundle
