@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { coveringRadius, greedyCoreset, randomProjection, seededRandom } from '../src/score/coreset.ts';
+import { GemmKCenter, kthLargest } from '../src/score/kcenter-gemm.ts';
 
 function blobs(n: number, dim: number, seed: number): Float32Array {
   const r = seededRandom(seed);
@@ -128,4 +129,77 @@ test('two-stage coreset falls back to one global greedy when stage one would kee
   const plain = await greedyCoreset(x, 2000, 8, { ratio: 0.3, projectionDim: 0, seed: 4 });
   const two = await greedyCoreset(x, 2000, 8, { ratio: 0.3, projectionDim: 0, seed: 4, groupShare: 0.2, groupSize: 100 });
   assert.deepEqual(Array.from(two), Array.from(plain));
+});
+
+/** Replays a selection in float64 and returns the worst ratio of a pick's distance to the farthest point's. */
+function worstGreedyRatio(x: Float32Array, n: number, dim: number, sel: ArrayLike<number>): number {
+  const minD = new Float64Array(n).fill(Infinity);
+  let worst = 1;
+  for (let s = 0; s < sel.length; s++) {
+    if (s > 0) {
+      let max = 0;
+      for (let i = 0; i < n; i++) if (minD[i] > max) max = minD[i];
+      if (max > 0) worst = Math.min(worst, minD[sel[s]] / max);
+    }
+    for (let i = 0; i < n; i++) {
+      let v = 0;
+      for (let t = 0; t < dim; t++) v += (x[i * dim + t] - x[sel[s] * dim + t]) ** 2;
+      if (v < minD[i]) minD[i] = v;
+    }
+  }
+  return worst;
+}
+
+test('batched GEMM greedy: every pick is the farthest point from the picks before it, across many pool rounds', async () => {
+  for (const [seed, data] of [
+    [1, blobs],
+    [2, clustersWithTail],
+  ] as const) {
+    const n = 3000,
+      dim = 16,
+      k = 300;
+    const x = data(n, dim, seed);
+    // A pool of 64 forces dozens of batched passes instead of one.
+    const kc = await GemmKCenter.create(x, n, dim, 64);
+    const sel = await kc.select(k, seededRandom(seed), undefined);
+    await kc.release();
+    assert.equal(new Set(sel).size, k, 'no row picked twice');
+    const ratio = worstGreedyRatio(x, n, dim, sel);
+    assert.ok(ratio > 1 - 1e-4, `a pick was only ${ratio} of the farthest distance (seed ${seed})`);
+  }
+});
+
+test('batched GEMM greedy agrees with the pruned one on coverage, through greedyCoreset', async () => {
+  const n = 4000,
+    dim = 12;
+  const x = clustersWithTail(n, dim, 8);
+  const gemm = await greedyCoreset(x, n, dim, { ratio: 0.05, projectionDim: 0, seed: 6, engine: 'gemm' });
+  const pruned = await greedyCoreset(x, n, dim, { ratio: 0.05, projectionDim: 0, seed: 6, engine: 'pruned' });
+  assert.equal(gemm[0], pruned[0], 'same first pick for a seed');
+  assert.equal(gemm.length, pruned.length);
+  const rg = coveringRadius(x, n, dim, gemm);
+  const rp = coveringRadius(x, n, dim, pruned);
+  assert.ok(Math.abs(rg - rp) <= 1e-3 * rp, `covering radius ${rg} vs ${rp}`);
+});
+
+test('batched GEMM greedy on duplicated rows: distinct picks, every distinct point covered before any repeat', async () => {
+  const distinct = 50,
+    n = 500,
+    dim = 4;
+  const r = seededRandom(3);
+  const base = Float32Array.from({ length: distinct * dim }, () => r() * 10);
+  const x = new Float32Array(n * dim);
+  for (let i = 0; i < n; i++) x.set(base.subarray((i % distinct) * dim, ((i % distinct) + 1) * dim), i * dim);
+  const kc = await GemmKCenter.create(x, n, dim, 16);
+  const sel = await kc.select(200, seededRandom(1), undefined);
+  await kc.release();
+  assert.equal(new Set(sel).size, 200);
+  assert.equal(new Set(Array.from(sel.slice(0, distinct), (i) => i % distinct)).size, distinct, 'the first 50 picks are the 50 distinct points');
+});
+
+test('kthLargest matches a sort, with ties', () => {
+  const r = seededRandom(4);
+  const v = Float32Array.from({ length: 1001 }, () => Math.floor(r() * 40));
+  const sorted = Array.from(v).sort((a, b) => b - a);
+  for (const k of [1, 2, 17, 500, 1000, 1001]) assert.equal(kthLargest(v, k), sorted[k - 1]);
 });

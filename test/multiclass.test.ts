@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { calibrate, embedImages } from '../src/calibrate/calibrate.ts';
 import { ExtractorPool } from '../src/features/extractor-pool.ts';

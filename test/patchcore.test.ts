@@ -73,3 +73,16 @@ test('non-square inputs give a non-square patch grid', async () => {
   assert.ok(Math.abs(norm - 1) < 1e-4 || norm === 0, 'semantic embedding is L2-normalised');
   await fx.release();
 });
+
+test('the semantic-only pass gives the same embedding as the full extraction', async () => {
+  const bb = writeSyntheticBackbone(join(tempDir('sem'), 'bb'));
+  const fx = await FeatureExtractor.load(bb, settings);
+  for (const seed of [1, 2]) {
+    const img = { width: SIZE, height: SIZE, data: syntheticPart(SIZE, seed) };
+    const full = (await fx.extract(img)).semantic;
+    const alone = await fx.semanticOf(img);
+    assert.equal(alone.length, full.length);
+    for (let i = 0; i < full.length; i++) assert.ok(Math.abs(alone[i] - full[i]) < 1e-6, `component ${i}: ${alone[i]} vs ${full[i]}`);
+  }
+  await fx.release();
+});

@@ -5,7 +5,7 @@
  * Returns a Bundle; the caller writes it.
  */
 import { readImage, type RgbImage } from '../features/image.ts';
-import { PatchCache } from './patch-cache.ts';
+import { cacheBudgetBytes, PatchCache } from './patch-cache.ts';
 import type { FeatureSettings } from '../features/extractor.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
 import type { ExecutionProvider } from '../features/session.ts';
@@ -136,7 +136,7 @@ export async function embedImages(
     const u = normaliseRows(f.semantic, 1, dim);
     semantic.set(u, i * dim);
     cache?.put(i, key, f.patches);
-    if (withPose) pose[i] = 1 - dot(u, 0, normaliseRows((await ex.extract(turnedOver(img, (i % 3) as 0 | 1 | 2))).semantic, 1, dim), 0, dim);
+    if (withPose) pose[i] = 1 - dot(u, 0, normaliseRows(await ex.semanticOf(turnedOver(img, (i % 3) as 0 | 1 | 2)), 1, dim), 0, dim);
     progress?.(stage, i + 1, paths.length);
   }
   return { semantic, dim, sizes, settings, ...(withPose ? { pose: { samples: pose, perRow: 1 } } : {}), ...(cache ? { patches: cache } : {}) };
@@ -180,7 +180,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
   if (opts.labels && opts.labels.length !== n) throw new CalibrationError(`${opts.labels.length} labels for ${n} images`);
   const pool = opts.pool ?? new ExtractorPool(opts.backbone, opts.runtime);
   try {
-    const emb = opts.embedded ?? (await embedImages(opts.images, pool, opts.features, progress, 'embed', true, new PatchCache((opts.featureCacheMb ?? 2048) * 2 ** 20)));
+    const emb = opts.embedded ?? (await embedImages(opts.images, pool, opts.features, progress, 'embed', true, new PatchCache(cacheBudgetBytes(opts.featureCacheMb ?? 4096))));
     if (emb.sizes.length !== n || !emb.pose) throw new CalibrationError(`precomputed embeddings cover ${emb.sizes.length} images${emb.pose ? '' : ' without pose'}, calibrating ${n}`);
     const { semantic, dim } = emb;
 
@@ -374,7 +374,7 @@ async function memberPatches(m: MemberImages, pool: ExtractorPool, s: FeatureSet
   const per = ex.patchCount * s.dim;
   const all = new Float32Array(m.paths.length * per);
   const missing: number[] = [];
-  m.members.forEach((i, k) => m.cache?.copyTo(i, m.sizeKey, all, k * per) || missing.push(k));
+  m.members.forEach((i, k) => m.cache?.takeTo(i, m.sizeKey, all, k * per) || missing.push(k));
   for (let j = 0; j < missing.length; j++) {
     all.set((await ex.extract(await readImage(m.paths[missing[j]]))).patches, missing[j] * per);
     progress?.(stage, j + 1, missing.length);

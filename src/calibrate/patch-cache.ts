@@ -5,9 +5,19 @@
  * size than they were embedded at, are extracted again. Kept as float32: converting to float16 costs
  * about as much per image as extracting it again on a 2-core box.
  */
+import { totalmem } from 'node:os';
+
 interface Entry {
   sizeKey: string;
   patches: Float32Array;
+}
+
+/**
+ * The cache budget: the configured megabytes, but never more than a quarter of the machine's memory,
+ * so one default suits a 64 GB workstation and an 8 GB edge box.
+ */
+export function cacheBudgetBytes(configuredMb: number, totalBytes = totalmem()): number {
+  return Math.min(configuredMb * 2 ** 20, Math.floor(totalBytes / 4));
 }
 
 export class PatchCache {
@@ -35,6 +45,13 @@ export class PatchCache {
     if (!e || e.sizeKey !== sizeKey || offset + e.patches.length > out.length) return false;
     out.set(e.patches, offset);
     return true;
+  }
+
+  /** copyTo, then free the entry: the cluster's array now holds it, and memory stays flat while it fills. */
+  takeTo(i: number, sizeKey: string, out: Float32Array, offset: number): boolean {
+    const ok = this.copyTo(i, sizeKey, out, offset);
+    if (ok) this.drop(i);
+    return ok;
   }
 
   /** Free image i's entry (its cluster's bank is built). */

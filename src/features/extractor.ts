@@ -136,6 +136,18 @@ export class FeatureExtractor {
     return { ...r, geometry, fitted: data, timings: { preprocess: t1 - t0, backbone: t2 - t1 } };
   }
 
+  /**
+   * The semantic embedding alone: onnxruntime runs only the nodes its output needs, so the patch head
+   * is skipped (calibration's turned-over pose copies need nothing else; about 30% less time).
+   */
+  async semanticOf(img: RgbImage): Promise<Float32Array> {
+    const { data } = await fitImage(img, this.settings.width, this.settings.height, this.settings.fit);
+    const px = this.sidecar.input.pixel;
+    const input = new ort.Tensor('float32', toTensorData(data, this.settings.width, this.settings.height, px.scale, px.offset), [1, 3, this.settings.height, this.settings.width]);
+    const out = await this.session.run({ [this.sidecar.input.name]: input }, [HEAD_SEMANTIC]);
+    return out[HEAD_SEMANTIC].data as Float32Array;
+  }
+
   async runTensor(x: Float32Array): Promise<{ patches: Float32Array; semantic: Float32Array }> {
     const input = new ort.Tensor('float32', x, [1, 3, this.settings.height, this.settings.width]);
     const out = await this.session.run({ [this.sidecar.input.name]: input });

@@ -86,7 +86,7 @@ export function loadSidecar(pathOrDir: string): LoadedSidecar {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new SidecarError(`cannot read backbone sidecar ${file}: ${(e as Error).message}. ` + 'Point --backbone at a directory made by "hiercore-edge model import" or deploy/export_backbone.py.');
+    throw new SidecarError(`cannot read backbone sidecar ${file}: ${(e as Error).message}. Point --backbone at a directory made by "hiercore-edge model import" or deploy/export_backbone.py.`);
   }
   let raw: unknown;
   try {

@@ -2,15 +2,17 @@
  * Greedy k-center coreset (PatchCore Sec. 3.2, Sener & Savarese 2018) on a Johnson-Lindenstrauss
  * random projection of the patch features.
  *
- * Plain greedy selection costs k*N*d; at N ~ 160k patches that is minutes in JS. KCenter below
- * skips whole cells of points using the triangle inequality, which keeps the selection exactly the
- * plain greedy algorithm's while touching a small part of the data per step.
+ * Plain greedy selection costs k*N*d. Two exact engines share it out: KCenter below skips whole cells
+ * of points using the triangle inequality (fast on small or background-heavy sets, no session), and
+ * GemmKCenter (kcenter-gemm.ts) batches the distance updates into MatMuls, which holds on textures
+ * where the pruning skips nothing. Both select what the plain algorithm selects.
  */
 
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../features/onnx/graph.ts';
 import { createSession } from '../features/session.ts';
 import { sqDist } from '../util/vec.ts';
+import { GemmKCenter } from './kcenter-gemm.ts';
 
 export interface CoresetOptions {
   /** fraction of points to keep (0 < ratio <= 1) */
@@ -27,8 +29,13 @@ export interface CoresetOptions {
    */
   groupShare?: number;
   groupSize?: number;
+  /** Which exact greedy runs: auto picks the batched GEMM one above GEMM_MIN_ROWS rows. */
+  engine?: 'auto' | 'pruned' | 'gemm';
   onProgress?: (done: number, total: number) => void;
 }
+
+/** Below this many rows the pruned JS greedy is fast enough and needs no session. */
+export const GEMM_MIN_ROWS = 20000;
 
 /** Mulberry32: small, fast, and the same sequence on every platform. */
 export function seededRandom(seed: number): () => number {
@@ -86,10 +93,21 @@ export async function greedyCoreset(x: Float32Array, n: number, dim: number, opt
   const proj = d === dim ? x : await projectOnnx(x, n, dim, projectionMatrix(dim, d, opts.seed), d);
   const q = opts.groupShare ?? 1;
   const g = opts.groupSize ?? 0;
-  if (!(q > 0 && q < 1 && g > 1 && Math.floor(n * q) > k)) return new KCenter(proj, n, d).select(k, opts.seed, opts.onProgress);
+  if (!(q > 0 && q < 1 && g > 1 && Math.floor(n * q) > k)) return exactGreedy(proj, n, d, k, opts);
   const candidates = groupCandidates(proj, n, d, g, q, opts.seed);
-  const picked = new KCenter(gatherRows(proj, d, candidates), candidates.length, d).select(k, opts.seed, opts.onProgress);
+  const picked = await exactGreedy(gatherRows(proj, d, candidates), candidates.length, d, k, opts);
   return Int32Array.from(picked, (i) => candidates[i]);
+}
+
+async function exactGreedy(x: Float32Array, n: number, d: number, k: number, opts: CoresetOptions): Promise<Int32Array> {
+  const engine = opts.engine ?? 'auto';
+  if (engine === 'pruned' || (engine === 'auto' && n < GEMM_MIN_ROWS)) return new KCenter(x, n, d).select(k, opts.seed, opts.onProgress);
+  const kc = await GemmKCenter.create(x, n, d);
+  try {
+    return await kc.select(k, seededRandom(opts.seed ^ 0x9e3779b9), opts.onProgress);
+  } finally {
+    await kc.release();
+  }
 }
 
 /** Stage one of the two-stage coreset: each group's own greedy k-center keeps a share q of its rows. */
