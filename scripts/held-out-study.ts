@@ -41,7 +41,7 @@ async function patchesOf(paths: string[]): Promise<{ ex: FeatureExtractor; all: 
   return { ex: ex!, all };
 }
 const t = () => performance.now();
-const cs = (over: Partial<CoresetSettings> = {}): CoresetSettings => ({ ratio: 0.1, projectionDim: 128, seed: 0, dtype: 'float32', ...over });
+const cs = (over: Partial<CoresetSettings> = {}): CoresetSettings => ({ ratio: 0.1, projectionDim: 32, seed: 0, dtype: 'float32', ...over });
 const sub = (all: Float32Array, per: number, rows: number[]) => {
   const s = new Float32Array(rows.length * per);
   rows.forEach((r, j) => s.set(all.subarray(r * per, (r + 1) * per), j * per));

@@ -141,7 +141,7 @@ export async function buildAndValidate(req: BuildRequest, c: EngineConfig, progr
   };
 }
 
-async function reportData(
+export async function reportData(
   bundle: Bundle,
   heldOut: number[][],
   defects: number[][],
@@ -163,6 +163,9 @@ async function reportData(
     });
     const split = bestSplit(u, info.members.length, emb.dim);
     const over = scores.map((s, j) => ({ s, m: info.members[j] })).filter((x) => x.s > info.threshold);
+    // An FRR threshold puts about frr_target x n held-out good images above it by construction.
+    const allowed = info.threshold_source === 'frr' ? Math.ceil(h.settings.frr_target * scores.length) : 0;
+    const overThumbs = () => Promise.all(spread(over, THUMBS).map((x) => thumb(x.m, `${basename(x.m)}: ${x.s.toFixed(3)}`)));
     clusters.push({
       name: info.name,
       images: info.members.length,
@@ -175,6 +178,7 @@ async function reportData(
       defects: defects[ci].map((s) => Number(s.toFixed(5))),
       split_silhouette: split,
       thumbs: await Promise.all(spread(info.members, THUMBS).map((m) => thumb(m, basename(m)))),
+      ...(over.length && over.length <= allowed ? { tail: await overThumbs() } : {}),
     });
     if (info.members.length < FEW_IMAGES)
       warnings.push({ text: `${info.name}: only ${info.members.length} images; its threshold rests on a few held-out scores. Add good images of this product (${FEW_IMAGES} or more).` });
@@ -184,10 +188,10 @@ async function reportData(
         text: `${info.name} looks like two products: a split of it alone has silhouette ${split.toFixed(2)} (>= ${SPLIT_SILHOUETTE})${merged}. Check its thumbnails; if they are two products, calibrate with folder labels.`,
       });
     }
-    if (over.length)
+    if (over.length > allowed)
       warnings.push({
-        text: `${info.name}: ${over.length} good image(s) score above the threshold when held out (they would be rejected). Check them for defects or unusual views.`,
-        images: await Promise.all(spread(over, THUMBS).map((x) => thumb(x.m, `${basename(x.m)}: ${x.s.toFixed(3)}`))),
+        text: `${info.name}: ${over.length} good image(s) score above the threshold when held out (they would be rejected)${allowed ? `, more than the ${allowed} the false-reject target allows` : ''}. Check them for defects or unusual views.`,
+        images: await overThumbs(),
       });
     const minDefect = defects[ci].length ? Math.min(...defects[ci]) : Infinity;
     const likeDefects = scores.filter((s) => s >= minDefect).length;

@@ -28,6 +28,8 @@ export interface ClusterReport {
   /** best silhouette of a split of this cluster alone (null: no split) */
   split_silhouette: number | null;
   thumbs: Thumb[];
+  /** held-out good images above the threshold, as many as the false-reject target allows (not a warning) */
+  tail?: Thumb[];
 }
 
 export interface Warning {

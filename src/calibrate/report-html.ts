@@ -92,7 +92,8 @@ function clusterSection(c: ClusterReport, frrTarget: number): string {
 Expected false-reject rate ${pct(c.expected_frr)} of held-out good images (target ${pct(frrTarget)})${defects}.
 ${c.split_silhouette === null ? '' : `Best split of this cluster alone: silhouette ${c.split_silhouette.toFixed(2)}.`}</p>
 ${thumbs(c.thumbs)}
-${histogramSvg(c.held_out, c.defects, c.threshold)}</section>`;
+${histogramSvg(c.held_out, c.defects, c.threshold)}
+${c.tail?.length ? `<p>Good images above the threshold when held out (${c.tail.length}, within what the ${pct(frrTarget)} false-reject target allows): check them for defects or unusual views.</p>${thumbs(c.tail)}` : ''}</section>`;
 }
 
 /** The report's body sections from the build (products, clusters, warnings, times). */

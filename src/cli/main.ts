@@ -5,7 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { importTflite } from '../features/import-tflite.ts';
 import { resolveBackbone } from '../features/default-backbone.ts';
-import { coresetSettings, featureSettings, loadEngineConfig, parseInputSize, PROJECT_ROOT, type EngineConfig } from '../config.ts';
+import { coresetSettings, featureSettings, loadEngineConfig, parseInputSize, PROJECT_ROOT, searchSettings, type EngineConfig } from '../config.ts';
 import { evaluate } from '../eval/evaluate.ts';
 import { listCategories } from '../eval/dataset.ts';
 import { Progress } from '../util/progress.ts';
@@ -210,6 +210,7 @@ export function buildProgram(): Command {
                 coreset: coresetSettings(c),
                 reweightNeighbours: c.scoring.reweight_neighbours,
                 heatmapSigma: c.scoring.heatmap_sigma,
+                search: searchSettings(c),
                 provider: c.runtime.provider,
                 threads: c.runtime.threads,
                 saveHeatmaps: o.saveHeatmaps ? resolve(o.saveHeatmaps) : undefined,

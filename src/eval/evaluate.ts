@@ -13,6 +13,7 @@ import { loadCategory } from './dataset.ts';
 import { encodeRgb, overlayRgb } from '../score/overlay.ts';
 import type { Progress } from '../util/progress.ts';
 import type { ExecutionProvider } from '../features/session.ts';
+import type { SearchSettings } from '../score/ann.ts';
 
 export interface EvaluateOptions {
   dataset: string;
@@ -23,6 +24,8 @@ export interface EvaluateOptions {
   coreset: CoresetSettings;
   reweightNeighbours: number;
   heatmapSigma: number;
+  /** how the bank is searched (the configured scoring.search; absent: exact) */
+  search?: SearchSettings;
   provider: ExecutionProvider;
   threads?: number;
   saveHeatmaps?: string;
@@ -100,7 +103,13 @@ export async function evaluate(opts: EvaluateOptions, progress: Progress): Promi
     const tFit = performance.now();
     const bank = await buildBank(extractor, cat.train, opts.coreset, (s, d, t) => progress.update(`[${name}] ${s}`, d, t));
     const fitS = (performance.now() - tFit) / 1000;
-    const model = await PatchCoreModel.create(extractor, bank, { reweightNeighbours: opts.reweightNeighbours, sigma: opts.heatmapSigma, provider: opts.provider, threads: opts.threads });
+    const model = await PatchCoreModel.create(extractor, bank, {
+      reweightNeighbours: opts.reweightNeighbours,
+      sigma: opts.heatmapSigma,
+      search: opts.search,
+      provider: opts.provider,
+      threads: opts.threads,
+    });
     const scores: number[] = [];
     const labels: number[] = [];
     const latencies: number[] = [];
@@ -183,7 +192,7 @@ export async function evaluate(opts: EvaluateOptions, progress: Progress): Promi
     mean[key] = vals.length ? round(vals.reduce((a, b) => a + b, 0) / vals.length) : null;
   }
   return {
-    settings: { backbone: backboneId, features: perCategory, coreset: opts.coreset, reweight_neighbours: opts.reweightNeighbours, provider: opts.provider },
+    settings: { backbone: backboneId, features: perCategory, coreset: opts.coreset, reweight_neighbours: opts.reweightNeighbours, search: opts.search ?? { mode: 'exact' }, provider: opts.provider },
     categories: results,
     mean,
   };
