@@ -203,3 +203,14 @@ test('kthLargest matches a sort, with ties', () => {
   const sorted = Array.from(v).sort((a, b) => b - a);
   for (const k of [1, 2, 17, 500, 1000, 1001]) assert.equal(kthLargest(v, k), sorted[k - 1]);
 });
+
+test('batched GEMM greedy stays exact on features far from the origin (the GEMM form works on centred rows)', async () => {
+  const n = 2000,
+    dim = 16;
+  const x = blobs(n, dim, 3).map((v) => v + 1e5);
+  const kc = await GemmKCenter.create(x, n, dim, 64);
+  const sel = await kc.select(100, seededRandom(2), undefined);
+  await kc.release();
+  const ratio = worstGreedyRatio(x, n, dim, sel);
+  assert.ok(ratio > 1 - 1e-3, `a pick was only ${ratio} of the farthest distance`);
+});

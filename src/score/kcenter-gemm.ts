@@ -54,19 +54,33 @@ export function kthLargest(v: Float32Array, k: number): number {
   return a[target];
 }
 
+/** Rows minus their mean: distances are unchanged, and the norms in the GEMM form stay small. */
+function centred(x: Float32Array, n: number, d: number): Float32Array {
+  const mean = new Float64Array(d);
+  for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) mean[j] += x[i * d + j];
+  for (let j = 0; j < d; j++) mean[j] /= n;
+  const out = new Float32Array(n * d);
+  for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) out[i * d + j] = x[i * d + j] - mean[j];
+  return out;
+}
+
 export class GemmKCenter {
   private readonly xp: Float32Array; // [n, d+1]: each point with a trailing 1 for the |c|^2 row
   private readonly xn: Float32Array; // |x|^2
   private readonly minD: Float32Array;
   private readonly taken: Uint8Array;
 
+  private readonly points: Float32Array; // centred copy: |x|^2 - 2xc + |c|^2 loses precision far from 0
+
   private constructor(
-    private readonly points: Float32Array,
+    raw: Float32Array,
     private readonly n: number,
     private readonly d: number,
     private readonly session: ort.InferenceSession,
     private readonly poolSize: number,
   ) {
+    this.points = centred(raw, n, d);
+    const points = this.points;
     this.xp = new Float32Array(n * (d + 1));
     this.xn = new Float32Array(n);
     for (let i = 0; i < n; i++) {
