@@ -78,18 +78,13 @@ const stages: Record<string, number[]> = { decode_wait: [], preprocess: [], back
 for (let i = 0; i < 5; i++) await model.inspect(await decodeImage(files[i % files.length])); // warm-up
 // Decoding the next frame runs while this one is inspected, as the daemon's capture runs beside its
 // inference worker; "decode_wait" is how long inspection waited for a decoded frame.
-const decodeTimed = async (buf: Buffer) => {
-  const t = performance.now();
-  const img = await decodeImage(buf);
-  return { img, ms: performance.now() - t };
-};
 const tStart = performance.now();
-let next = decodeTimed(files[0]);
+let next = decodeImage(files[0]);
 for (let i = 0; i < frames; i++) {
   const a = performance.now();
-  const { img } = await next;
+  const img = await next;
   const b = performance.now();
-  next = decodeTimed(files[(i + 1) % files.length]);
+  next = decodeImage(files[(i + 1) % files.length]);
   const r = await model.inspect(img);
   const e = performance.now();
   stages.decode_wait.push(b - a);

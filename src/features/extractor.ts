@@ -127,9 +127,7 @@ export class FeatureExtractor {
   /** Fit a decoded frame to the input and run the backbone+head; `fitted` is the RGB the network saw. */
   async extract(img: RgbImage): Promise<FrameFeatures & { fitted: Uint8Array; timings: { preprocess: number; backbone: number } }> {
     const t0 = performance.now();
-    const { data, geometry } = await fitImage(img, this.settings.width, this.settings.height, this.settings.fit);
-    const px = this.sidecar.input.pixel;
-    const x = toTensorData(data, this.settings.width, this.settings.height, px.scale, px.offset);
+    const { data, geometry, x } = await this.prepare(img);
     const t1 = performance.now();
     const r = await this.runTensor(x);
     const t2 = performance.now();
@@ -141,17 +139,24 @@ export class FeatureExtractor {
    * is skipped (calibration's turned-over pose copies need nothing else; about 30% less time).
    */
   async semanticOf(img: RgbImage): Promise<Float32Array> {
-    const { data } = await fitImage(img, this.settings.width, this.settings.height, this.settings.fit);
-    const px = this.sidecar.input.pixel;
-    const input = new ort.Tensor('float32', toTensorData(data, this.settings.width, this.settings.height, px.scale, px.offset), [1, 3, this.settings.height, this.settings.width]);
-    const out = await this.session.run({ [this.sidecar.input.name]: input }, [HEAD_SEMANTIC]);
+    const out = await this.session.run(this.feeds((await this.prepare(img)).x), [HEAD_SEMANTIC]);
     return out[HEAD_SEMANTIC].data as Float32Array;
   }
 
   async runTensor(x: Float32Array): Promise<{ patches: Float32Array; semantic: Float32Array }> {
-    const input = new ort.Tensor('float32', x, [1, 3, this.settings.height, this.settings.width]);
-    const out = await this.session.run({ [this.sidecar.input.name]: input });
+    const out = await this.session.run(this.feeds(x));
     return { patches: out[HEAD_PATCHES].data as Float32Array, semantic: out[HEAD_SEMANTIC].data as Float32Array };
+  }
+
+  /** The frame fitted to the input (letterbox, stretch or crop) and scaled as the network expects. */
+  private async prepare(img: RgbImage) {
+    const { data, geometry } = await fitImage(img, this.settings.width, this.settings.height, this.settings.fit);
+    const px = this.sidecar.input.pixel;
+    return { data, geometry, x: toTensorData(data, this.settings.width, this.settings.height, px.scale, px.offset) };
+  }
+
+  private feeds(x: Float32Array): Record<string, ort.Tensor> {
+    return { [this.sidecar.input.name]: new ort.Tensor('float32', x, [1, 3, this.settings.height, this.settings.width]) };
   }
 
   async release(): Promise<void> {

@@ -11,7 +11,7 @@
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../features/onnx/graph.ts';
 import { createSession } from '../features/session.ts';
-import { sqDist } from '../util/vec.ts';
+import { gatherRows, sqDist } from '../util/vec.ts';
 import { GemmKCenter } from './kcenter-gemm.ts';
 
 export interface CoresetOptions {
@@ -279,10 +279,4 @@ export function coveringRadius(x: Float32Array, n: number, dim: number, selected
     if (best > worst) worst = best;
   }
   return Math.sqrt(worst);
-}
-
-export function gatherRows(x: Float32Array, dim: number, rows: ArrayLike<number>): Float32Array {
-  const out = new Float32Array(rows.length * dim);
-  for (let j = 0; j < rows.length; j++) out.set(x.subarray(rows[j] * dim, rows[j] * dim + dim), j * dim);
-  return out;
 }

@@ -9,7 +9,7 @@ import { GraphBuilder } from '../features/onnx/graph.ts';
 import { createSession, type ExecutionProvider } from '../features/session.ts';
 import { annIndex, buildAnnGraph, EXACT_SEARCH, type SearchSettings } from './ann.ts';
 import { bankOperand } from './knn-graph.ts';
-import { gatherRows } from './coreset.ts';
+import { gatherRows } from '../util/vec.ts';
 import { reweightScore } from './scorer.ts';
 import { sqDist } from '../util/vec.ts';
 

@@ -13,7 +13,8 @@
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../features/onnx/graph.ts';
 import { createSession } from '../features/session.ts';
-import { sqDist } from '../util/vec.ts';
+import { gatherRows, sqDist } from '../util/vec.ts';
+import { bankOperand } from './knn-graph.ts';
 
 /** Floats of the [rows, batch] cross-term block one session run may hold. */
 const BLOCK_FLOATS = 4 << 20;
@@ -126,12 +127,8 @@ export class GemmKCenter {
     const { pool, tau } = this.drawPool();
     const { d } = this;
     const m = pool.length;
-    const px = new Float32Array(m * d);
-    const pd = new Float64Array(m);
-    for (let j = 0; j < m; j++) {
-      px.set(this.points.subarray(pool[j] * d, pool[j] * d + d), j * d);
-      pd[j] = this.minD[pool[j]];
-    }
+    const px = gatherRows(this.points, d, pool);
+    const pd = Float64Array.from(pool, (i) => this.minD[i]);
     const batch: number[] = [];
     while (done + batch.length < k) {
       let best = -1;
@@ -166,21 +163,11 @@ export class GemmKCenter {
     return { pool: Int32Array.from(pool), tau };
   }
 
-  /** minD <- min(minD, distance to each centre of the batch), for every point, in GEMM blocks. */
+  /** minD <- min(minD, distance to each centre of the batch), for every point, in GEMM blocks (the kNN scorer's operand). */
   private async update(batch: number[]): Promise<void> {
     const { d, n } = this;
     const b = batch.length;
-    const w = new Float32Array((d + 1) * b);
-    batch.forEach((c, j) => {
-      let s = 0;
-      for (let t = 0; t < d; t++) {
-        const v = this.points[c * d + t];
-        w[t * b + j] = -2 * v;
-        s += v * v;
-      }
-      w[d * b + j] = s;
-    });
-    const wt = new ort.Tensor('float32', w, [d + 1, b]);
+    const wt = new ort.Tensor('float32', bankOperand(gatherRows(this.points, d, batch), b, d), [d + 1, b]);
     const rows = Math.max(256, Math.floor(BLOCK_FLOATS / b));
     for (let s = 0; s < n; s += rows) {
       const r = Math.min(rows, n - s);

@@ -1,7 +1,8 @@
 /** Building a PatchCore memory bank from nominal images, and scoring frames against it. */
 import type { FeatureExtractor } from '../features/extractor.ts';
 import { readImage, type RgbImage, type Geometry } from '../features/image.ts';
-import { gatherRows, greedyCoreset } from './coreset.ts';
+import { greedyCoreset } from './coreset.ts';
+import { gatherRows } from '../util/vec.ts';
 import type { Bank, BankHeader } from './bank-file.ts';
 import { PatchScorer, type ScorerOptions } from './scorer.ts';
 import type { ExecutionProvider } from '../features/session.ts';

@@ -7,3 +7,10 @@ export function sqDist(a: Float32Array, ao: number, b: Float32Array, bo: number,
   }
   return s;
 }
+
+/** Rows `rows` of x ([n, dim]) copied into one [rows.length, dim] array, in that order. */
+export function gatherRows(x: Float32Array, dim: number, rows: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(rows.length * dim);
+  for (let j = 0; j < rows.length; j++) out.set(x.subarray(rows[j] * dim, rows[j] * dim + dim), j * dim);
+  return out;
+}
