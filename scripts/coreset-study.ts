@@ -2,35 +2,26 @@
 //   node --import tsx scripts/coreset-study.ts <category> '[[imagesPerGroup, share, projectionDim], ...]'   e.g. '[[8,0.25,32],[1,1,32]]' (share 1 = global)
 import { appendFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { featureSettings, loadEngineConfig } from '../src/config.ts';
+import { loadEngineConfig } from '../src/config.ts';
 import { ExtractorPool } from '../src/features/extractor-pool.ts';
-import { readImage } from '../src/features/image.ts';
+import { patchesOf } from './study-patches.ts';
 import { loadCategory } from '../src/eval/dataset.ts';
 import { auroc } from '../src/eval/metrics.ts';
 import { greedyCoreset } from '../src/score/coreset.ts';
 import { gatherRows } from '../src/util/vec.ts';
 import { scorerOptionsFor } from '../src/score/patchcore.ts';
 import { PatchScorer } from '../src/score/scorer.ts';
-import type { FeatureExtractor } from '../src/features/extractor.ts';
 const cat = process.argv[2];
 const variants = JSON.parse(process.argv[3]) as [number, number, number][]; // [imagesPerGroup, share, proj]
 const c = loadEngineConfig(undefined, { backbone: 'models/mnv2-ptq', features: { dim: 1024 } });
 const data = loadCategory('../shared/datasets', cat);
 const pool = new ExtractorPool('models/mnv2-ptq', { provider: 'cpu' });
-async function patchesOf(paths: string[]) {
-  let ex: FeatureExtractor | undefined;
-  let all = new Float32Array(0);
-  for (let i = 0; i < paths.length; i++) {
-    const img = await readImage(paths[i]);
-    ex ??= await pool.get(featureSettings(c, img));
-    const p = (await ex.extract(img)).patches;
-    if (!all.length) all = new Float32Array(paths.length * p.length);
-    all.set(p, i * p.length);
-  }
-  return { ex: ex!, all };
-}
-const { ex, all } = await patchesOf(data.train);
-const test = await patchesOf(data.test.map((x) => x.path));
+const { ex, all } = await patchesOf(pool, c, data.train);
+const test = await patchesOf(
+  pool,
+  c,
+  data.test.map((x) => x.path),
+);
 const labels = data.test.map((x) => (x.anomalous ? 1 : 0));
 const P = ex.patchCount,
   D = 1024,

@@ -2,9 +2,9 @@
 //   node --import tsx scripts/held-out-study.ts <category> [--seed1]   (needs ../shared/datasets, models/mnv2-ptq)
 import { appendFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { featureSettings, loadEngineConfig } from '../src/config.ts';
+import { loadEngineConfig } from '../src/config.ts';
 import { ExtractorPool } from '../src/features/extractor-pool.ts';
-import { readImage } from '../src/features/image.ts';
+import { patchesOf } from './study-patches.ts';
 import { loadCategory } from '../src/eval/dataset.ts';
 import { auroc } from '../src/eval/metrics.ts';
 import { coresetBank, scorerOptionsFor, type CoresetSettings } from '../src/score/patchcore.ts';
@@ -28,18 +28,6 @@ const rec = (o: object) => {
   appendFileSync(out, `${line}\n`);
 };
 
-async function patchesOf(paths: string[]): Promise<{ ex: FeatureExtractor; all: Float32Array }> {
-  let ex: FeatureExtractor | undefined;
-  let all = new Float32Array(0);
-  for (let i = 0; i < paths.length; i++) {
-    const img = await readImage(paths[i]);
-    ex ??= await pool.get(featureSettings(c, img));
-    const p = (await ex.extract(img)).patches;
-    if (!all.length) all = new Float32Array(paths.length * p.length);
-    all.set(p, i * p.length);
-  }
-  return { ex: ex!, all };
-}
 const t = () => performance.now();
 const cs = (over: Partial<CoresetSettings> = {}): CoresetSettings => ({ ratio: 0.1, projectionDim: 32, seed: 0, dtype: 'float32', ...over });
 const sub = (all: Float32Array, per: number, rows: number[]) => {
@@ -87,12 +75,16 @@ async function masked(
 }
 
 let t0 = t();
-const { ex, all } = await patchesOf(data.train);
+const { ex, all } = await patchesOf(pool, c, data.train);
 const n = data.train.length;
 const per = ex.patchCount * ex.settings.dim;
 rec({ step: 'extract-train', n, s: ((t() - t0) / 1000).toFixed(1) });
 t0 = t();
-const test = await patchesOf(data.test.map((x) => x.path));
+const test = await patchesOf(
+  pool,
+  c,
+  data.test.map((x) => x.path),
+);
 const labels = data.test.map((x) => (x.anomalous ? 1 : 0));
 rec({ step: 'extract-test', n: labels.length, s: ((t() - t0) / 1000).toFixed(1) });
 const testRows = [...labels.keys()];
