@@ -6,10 +6,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { syntheticPart, tempDir, writePng, writeSyntheticBackbone, writeSyntheticBundle } from './helpers/synthetic.ts';
+import { syntheticPart, tempDir, writePartStream, writeSyntheticBackbone, writeSyntheticBundle, writeSyntheticEngineConfig } from './helpers/synthetic.ts';
 import { freePort, waitFor } from './helpers/services.ts';
 import { loadDaemonConfig } from '../src/service/config.ts';
 import { Daemon } from '../src/service/daemon.ts';
@@ -21,25 +21,6 @@ import { stationRecipe } from '../src/calibrate/recipe.ts';
 import { validateOutcome } from '../src/service/calibration-validate.ts';
 
 const BASE = 'hiercore/cal-line';
-
-async function writeStream(dir: string, n: number, seed0: number): Promise<void> {
-  mkdirSync(dir, { recursive: true });
-  for (let i = 0; i < n; i++) await writePng(join(dir, `${String(i).padStart(4, '0')}.png`), syntheticPart(96, seed0 + i), 96, 96);
-}
-
-/** Engine settings of the synthetic backbone (what test/helpers' syntheticCalibrationOptions uses). */
-function engineConfig(dir: string): string {
-  const file = join(dir, 'engine.json');
-  writeFileSync(
-    file,
-    JSON.stringify({
-      features: { input_size: '96x96', fit: 'letterbox', pre_dim: 64, dim: 32 },
-      coreset: { ratio: 0.25, projection_dim: 16, seed: 0 },
-      calibration: { folds: 4, min_cluster_size: 8, routing_limit: { quantile: 1, scale: 3, pose_floor: 1 } },
-    }),
-  );
-  return file;
-}
 
 async function startDaemon(dir: string, o: { backbone: string; bundle: string; mode: 'all' | 'mqtt'; fps: number }) {
   const port = await freePort();
@@ -57,7 +38,7 @@ async function startDaemon(dir: string, o: { backbone: string; bundle: string; m
       runtime: { threads: 1 },
       archive: { dir: '' },
       metrics: { port: 0 },
-      calibration: { engine_config: engineConfig(dir), images: 25, holdout: 0.2, max_frr: 0.2, threads: 1 },
+      calibration: { engine_config: writeSyntheticEngineConfig(dir), images: 25, holdout: 0.2, max_frr: 0.2, threads: 1 },
     },
   });
   const lines: string[] = [];
@@ -101,7 +82,7 @@ const rate = (vs: { at: number }[], from: number, to: number) => vs.filter((v) =
 test('daemon: cmd/calibrate builds, validates and activates a bundle from the live stream while inspection goes on', { timeout: 120_000 }, async () => {
   const dir = tempDir('daemon-cal');
   const { backbone, bundle } = await writeSyntheticBundle(dir);
-  await writeStream(join(dir, 'stream'), 40, 7000);
+  await writePartStream(join(dir, 'stream'), 40, 7000);
   // 50 frames/s: a busy line that leaves the niced calibration some CPU. HCE_CAL_TEST_FPS=200 saturates
   // inference instead (README "Calibrating on site" has both figures).
   const fps = Number(process.env.HCE_CAL_TEST_FPS) || 50;
@@ -191,7 +172,7 @@ test('daemon: cmd/calibrate builds, validates and activates a bundle from the li
 test('daemon: starts without a bundle (uncalibrated, triggers answered UNCALIBRATED) and inspects after its first calibration', { timeout: 120_000 }, async () => {
   const dir = tempDir('daemon-uncal');
   const backbone = writeSyntheticBackbone(join(dir, 'bb'));
-  await writeStream(join(dir, 'stream'), 40, 8000);
+  await writePartStream(join(dir, 'stream'), 40, 8000);
   const { daemon, sub } = await startDaemon(dir, { backbone, bundle: '', mode: 'mqtt', fps: 10 });
   try {
     await waitFor('state uncalibrated', () => sub.states.find((s) => s.state === 'uncalibrated'), 20_000);

@@ -9,6 +9,17 @@ import { loadEngineConfig } from '../src/config.ts';
 import { readBundleFile } from '../src/bundle/bundle-file.ts';
 import { syntheticProduct, tempDir, writePng, writeSyntheticBackbone, type ProductKind } from './helpers/synthetic.ts';
 
+/** Engine settings for the synthetic backbone's 96 px parts (small banks, one onnxruntime thread). */
+function syntheticEngine(bb: string, folds: number) {
+  return loadEngineConfig(undefined, {
+    backbone: bb,
+    features: { input_size: '96x96', pre_dim: 64, dim: 32 },
+    coreset: { ratio: 0.25, projection_dim: 16 },
+    calibration: { folds, min_cluster_size: 8 },
+    runtime: { provider: 'cpu', threads: 1 },
+  });
+}
+
 test('recipe: the example file parses; JSONC comments and trailing commas; errors name the field', () => {
   const ex = readRecipeFile(join(import.meta.dirname, '..', 'calibration', 'recipe.example.jsonc'));
   assert.deepEqual(ex.source, { kind: 'folder', path: '/data/line3/good' });
@@ -80,13 +91,7 @@ test('calibrate --recipe (folder): held-out validation, duplicates skipped, a se
 { "source": { "folder": "good" }, "defects": "bad", "validation": { "holdout": 0.2, "max_frr": 0.5 }, }`,
   );
   const recipe = readRecipeFile(join(dir, 'recipe.jsonc'));
-  const config = loadEngineConfig(undefined, {
-    backbone: bb,
-    features: { input_size: '96x96', pre_dim: 64, dim: 32 },
-    coreset: { ratio: 0.25, projection_dim: 16 },
-    calibration: { folds: 4, min_cluster_size: 8 },
-    runtime: { provider: 'cpu', threads: 1 },
-  });
+  const config = syntheticEngine(bb, 4);
   const out = join(dir, 'out', 'line.hcebundle');
   const report = join(dir, 'out', 'line.report.html');
   const r = await runCliCalibration({ recipe, config, out, report, log: () => {} });
@@ -123,13 +128,7 @@ test('calibrate --recipe with source "camera" from the command line: frames from
   const site = join(dir, 'site.json');
   writeFileSync(site, JSON.stringify({ station: 't', source: { kind: 'folder', path: join(dir, 'line'), fps: 50 } }));
   const recipe = parseRecipe({ source: 'camera', capture: { images: 12 }, validation: { holdout: 0.25, max_frr: 0.5 } });
-  const config = loadEngineConfig(undefined, {
-    backbone: bb,
-    features: { input_size: '96x96', pre_dim: 64, dim: 32 },
-    coreset: { ratio: 0.25, projection_dim: 16 },
-    calibration: { folds: 3, min_cluster_size: 8 },
-    runtime: { provider: 'cpu', threads: 1 },
-  });
+  const config = syntheticEngine(bb, 3);
   const out = join(dir, 'cam.hcebundle');
   const r = await runCliCalibration({ recipe, config, out, report: join(dir, 'cam.html'), siteConfig: site, log: () => {} });
   assert.equal(readdirSync(`${out}.frames`).length, 12, 'the captured frames are kept beside the bundle');

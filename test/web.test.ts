@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { startWebServer, MAX_BODY_BYTES, type WebServer } from '../src/web/server.ts';
@@ -15,7 +15,7 @@ import type { BundleVersion, CalibrationProgress, StationControl, StationView } 
 import type { VerdictPayload } from '../src/publish/payloads.ts';
 import { loadDaemonConfig } from '../src/service/config.ts';
 import { Daemon } from '../src/service/daemon.ts';
-import { syntheticPart, tempDir, writePng, writeSyntheticBundle } from './helpers/synthetic.ts';
+import { tempDir, writePartStream, writeSyntheticBundle, writeSyntheticEngineConfig } from './helpers/synthetic.ts';
 import { freePort } from './helpers/services.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -342,30 +342,11 @@ test('web: bodies are bounded and live pages are limited', async () => {
 const noBrowser = existsSync(CHROMIUM) ? false : `${CHROMIUM} not installed (deploy/setup.sh installs Debian's chromium)`;
 if (noBrowser) console.log(`# skipping the browser test: ${noBrowser}`);
 
-async function writeStream(dir: string, n: number, seed0: number): Promise<void> {
-  mkdirSync(dir, { recursive: true });
-  for (let i = 0; i < n; i++) await writePng(join(dir, `${String(i).padStart(4, '0')}.png`), syntheticPart(96, seed0 + i), 96, 96);
-}
-
-/** Engine settings of the synthetic backbone (as in test/daemon-calibrate.test.ts). */
-function engineConfig(dir: string): string {
-  const file = join(dir, 'engine.json');
-  writeFileSync(
-    file,
-    JSON.stringify({
-      features: { input_size: '96x96', fit: 'letterbox', pre_dim: 64, dim: 32 },
-      coreset: { ratio: 0.25, projection_dim: 16, seed: 0 },
-      calibration: { folds: 4, min_cluster_size: 8, routing_limit: { quantile: 1, scale: 3, pose_floor: 1 } },
-    }),
-  );
-  return file;
-}
-
 test('web: in Chromium against a real daemon: live verdicts and heatmap, a calibration from the page, rollback and activate', { skip: noBrowser, timeout: 120_000 }, async () => {
   const { chromium } = await import('playwright-core');
   const dir = tempDir('web');
   const { backbone, bundle } = await writeSyntheticBundle(dir);
-  await writeStream(join(dir, 'stream'), 30, 9000);
+  await writePartStream(join(dir, 'stream'), 30, 9000);
   const webPort = await freePort();
   const { config } = loadDaemonConfig({
     env: {},
@@ -382,7 +363,7 @@ test('web: in Chromium against a real daemon: live verdicts and heatmap, a calib
       archive: { dir: '' },
       metrics: { port: 0 },
       web: { port: webPort, host: '127.0.0.1' },
-      calibration: { engine_config: engineConfig(dir), images: 20, holdout: 0.2, max_frr: 0.2, threads: 1 },
+      calibration: { engine_config: writeSyntheticEngineConfig(dir), images: 20, holdout: 0.2, max_frr: 0.2, threads: 1 },
     },
   });
   const lines: string[] = [];

@@ -79,6 +79,26 @@ export async function writeNominalSet(dir: string, n: number, size: number, seed
   return paths;
 }
 
+/** n synthetic parts as 0000.png, 0001.png, ... in dir: a folder camera's stream. */
+export async function writePartStream(dir: string, n: number, seed0: number): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  for (let i = 0; i < n; i++) await writePng(join(dir, `${String(i).padStart(4, '0')}.png`), syntheticPart(96, seed0 + i), 96, 96);
+}
+
+/** An engine config file for the synthetic backbone (the settings syntheticCalibrationOptions uses), for the daemon's calibration.engine_config. */
+export function writeSyntheticEngineConfig(dir: string): string {
+  const file = join(dir, 'engine.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      features: { input_size: '96x96', fit: 'letterbox', pre_dim: 64, dim: 32 },
+      coreset: { ratio: 0.25, projection_dim: 16, seed: 0 },
+      calibration: { folds: 4, min_cluster_size: 8, routing_limit: { quantile: 1, scale: 3, pose_floor: 1 } },
+    }),
+  );
+  return file;
+}
+
 export const SHARED = process.env.HCE_SHARED ?? join(import.meta.dirname, '..', '..', '..', 'shared');
 
 /** Calibration settings for the synthetic backbone and 96 px parts (small banks, 4 folds). */
