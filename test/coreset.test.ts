@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { coveringRadius, greedyCoreset, randomProjection, seededRandom } from '../src/score/coreset.ts';
 import { GemmKCenter, kthLargest } from '../src/score/kcenter-gemm.ts';
+import { gatherRows } from '../src/util/vec.ts';
 
 function blobs(n: number, dim: number, seed: number): Float32Array {
   const r = seededRandom(seed);
@@ -79,6 +80,11 @@ test('coreset selection is deterministic for a seed and changes with it', async 
   const c = await greedyCoreset(x, n, dim, { ratio: 0.05, projectionDim: 8, seed: 12 });
   assert.deepEqual(a, b);
   assert.notDeepEqual(a, c);
+  // Held as one block per "image" (calibration's layout), the rows are the same matrix.
+  const blocks = Array.from({ length: 20 }, (_, i) => x.slice(i * 100 * dim, (i + 1) * 100 * dim));
+  assert.deepEqual(await greedyCoreset(blocks, n, dim, { ratio: 0.05, projectionDim: 8, seed: 11 }), a);
+  assert.deepEqual(await greedyCoreset(blocks, n, dim, { ratio: 0.05, projectionDim: 0, seed: 11 }), await greedyCoreset(x, n, dim, { ratio: 0.05, projectionDim: 0, seed: 11 }));
+  assert.deepEqual(gatherRows(blocks, dim, a), gatherRows(x, dim, a));
 });
 
 test('random projection roughly preserves distances (Johnson-Lindenstrauss)', () => {

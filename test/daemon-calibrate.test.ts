@@ -6,17 +6,18 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { syntheticPart, tempDir, writePartStream, writeSyntheticBackbone, writeSyntheticBundle, writeSyntheticEngineConfig } from './helpers/synthetic.ts';
+import { syntheticPart, syntheticProduct, tempDir, writePartStream, writePng, writeSyntheticBackbone, writeSyntheticBundle, writeSyntheticEngineConfig } from './helpers/synthetic.ts';
+import { readBundleFile, type BundleCluster } from '../src/bundle/bundle-file.ts';
 import { freePort, waitFor } from './helpers/services.ts';
 import { loadDaemonConfig } from '../src/service/config.ts';
 import { Daemon } from '../src/service/daemon.ts';
 import type { VerdictPayload } from '../src/publish/payloads.ts';
 import type { CalibrationProgress } from '../src/web/station-control.ts';
 import { FrameSelector } from '../src/service/calibration-capture.ts';
-import { recipeFrom, splitHoldout } from '../src/service/calibration-run.ts';
+import { incrementFrom, RecipeError, recipeFrom, splitHoldout } from '../src/service/calibration-run.ts';
 import { stationRecipe } from '../src/calibrate/recipe.ts';
 import { validateOutcome } from '../src/service/calibration-validate.ts';
 
@@ -229,6 +230,78 @@ test('daemon: starts without a bundle (uncalibrated, triggers answered UNCALIBRA
   }
 });
 
+/** What must not change in a cluster an increment leaves alone. */
+const frozen = (c: BundleCluster) => ({
+  info: c.info,
+  keys: Buffer.from(c.keys.buffer, c.keys.byteOffset, c.keys.byteLength).toString('base64'),
+  bank: Buffer.from(c.bank.vectors.buffer, c.bank.vectors.byteOffset, c.bank.vectors.byteLength).toString('base64'),
+});
+
+test('daemon: cmd/calibrate add_product adds a new product from the camera and add_images rebuilds one cluster; the others stay byte for byte', { timeout: 120_000 }, async () => {
+  const dir = tempDir('daemon-inc');
+  const { backbone, bundle } = await writeSyntheticBundle(dir); // discs
+  // A product the bundle has never seen arrives on the line.
+  const stream = join(dir, 'stream');
+  mkdirSync(stream);
+  for (let i = 0; i < 40; i++) await writePng(join(stream, `${String(i).padStart(4, '0')}.png`), syntheticProduct('plate', 96, 9000 + i), 96, 96);
+  const { daemon, sub } = await startDaemon(dir, { backbone, bundle, mode: 'all', fps: 20 });
+  try {
+    await waitFor('first verdicts', () => sub.verdicts.length >= 10, 30_000);
+    const first = sub.verdicts.length;
+    const unknown = sub.verdicts.filter((v) => v.verdict === 'UNKNOWN').length;
+    assert.ok(unknown >= 0.8 * first, `the new product is UNKNOWN before it is added: ${unknown}/${first}`);
+    const base = readBundleFile(bundle);
+    const disc = base.clusters[0].info.name;
+
+    for (const [body, why] of [
+      [{ add_product: disc }, /already has a cluster/],
+      [{ add_images: 'nope' }, /no cluster "nope"/],
+      [{ add_product: 'a', add_images: disc }, /one change at a time/],
+      [{ add_product: '../x' }, /product name/],
+    ] as const) {
+      const r = await sub.command('calibrate', body);
+      assert.equal(r.ok, false, JSON.stringify(body));
+      assert.match(r.error!, why);
+    }
+
+    assert.equal((await sub.command('calibrate', { add_product: 'plate' })).ok, true);
+    const end = await waitFor('add_product finished', () => sub.progress.find((p) => p.stage === 'done' || p.stage === 'failed'), 90_000);
+    assert.equal(end.stage, 'done', JSON.stringify(end));
+    const added = readBundleFile(join(dir, `${end.result!.version}.hcebundle`));
+    assert.deepEqual(
+      added.clusters.map((c) => c.info.name),
+      [disc, 'plate'],
+    );
+    assert.deepEqual(frozen(added.clusters[0]), frozen(base.clusters[0]), 'the disc cluster is untouched by add_product');
+    assert.match(readFileSync(end.result!.report!, 'utf8'), /Unchanged by this run/);
+    const n = sub.verdicts.length;
+    const scored = await waitFor(
+      'verdicts of the new bundle',
+      () => {
+        const mine = sub.verdicts.slice(n).filter((v) => v.bundle?.version === end.result!.version);
+        return mine.length >= 10 ? mine : undefined;
+      },
+      30_000,
+    );
+    const plates = scored.filter((v) => v.cluster === 'plate' && v.verdict === 'OK').length;
+    console.log(`before add_product: ${unknown}/${first} UNKNOWN; after: ${plates}/${scored.length} OK in plate`);
+    assert.ok(plates >= 0.8 * scored.length, `the new product is routed to its cluster and passes: ${plates}/${scored.length}`);
+
+    // Approved good images of one cluster: only its bank and threshold are rebuilt.
+    const before = sub.progress.length;
+    assert.equal((await sub.command('calibrate', { add_images: 'plate', recipe: { images: 10 } })).ok, true);
+    const end2 = await waitFor('add_images finished', () => sub.progress.slice(before).find((p) => p.stage === 'done' || p.stage === 'failed'), 90_000);
+    assert.equal(end2.stage, 'done', JSON.stringify(end2));
+    const grown = readBundleFile(join(dir, `${end2.result!.version}.hcebundle`));
+    assert.deepEqual(frozen(grown.clusters[0]), frozen(base.clusters[0]), 'the disc cluster is untouched by add_images');
+    assert.equal(grown.clusters[1].info.members.length, added.clusters[1].info.members.length + 8, 'the 8 new training frames (2 held out) join the plate cluster');
+    assert.notDeepEqual(frozen(grown.clusters[1]).bank, frozen(added.clusters[1]).bank);
+  } finally {
+    await daemon.stop('test end');
+    await sub.close();
+  }
+});
+
 test('calibration pieces: capture skips repeats and blank views, hold-out split, recipe checks, validation rules', () => {
   const part = (seed: number) => ({ width: 96, height: 96, data: syntheticPart(96, seed), capturedAt: 0 });
   const sel = new FrameSelector({ policy: 'count', intervalMs: 0, duplicateDiff: 0.5, blankStd: 3 });
@@ -269,4 +342,11 @@ test('calibration pieces: capture skips repeats and blank views, hold-out split,
   assert.equal(frr.clusters[0].frr, 0.2);
   assert.match(validateOutcome(outcome(['OK'], 3), 0.05).problems.join(), /1 of 4 routing keys route elsewhere/);
   assert.match(validateOutcome(outcome([]), 0.05).problems.join(), /no held-out frames/);
+
+  // cmd/calibrate's one-product changes.
+  assert.equal(incrementFrom({ recipe: { images: 5 } }), undefined);
+  assert.deepEqual(incrementFrom({ add_product: 'gear-b.2' }), { kind: 'product', name: 'gear-b.2' });
+  assert.deepEqual(incrementFrom({ add_images: 'cluster-1' }), { kind: 'images', cluster: 'cluster-1' });
+  for (const bad of [{ add_product: 5 }, { add_product: '' }, { add_images: null }, { add_images: 'a/b' }, { add_product: 'x'.repeat(65) }])
+    assert.throws(() => incrementFrom(bad), RecipeError, JSON.stringify(bad));
 });

@@ -7,7 +7,8 @@ import { basename } from 'node:path';
 import { calibrate, type Embedded } from './calibrate.ts';
 import { calibrationOptions } from './options.ts';
 import { loadEngineConfig, type EngineConfig } from '../config.ts';
-import { writeBundleFile, type Bundle } from '../bundle/bundle-file.ts';
+import { readBundleFile, writeBundleFile, type Bundle } from '../bundle/bundle-file.ts';
+import { addImages, addProduct, engineForBundle } from './incremental.ts';
 import { Inspector } from '../inspect/inspector.ts';
 import { readImage } from '../features/image.ts';
 import { Router } from '../route/router.ts';
@@ -29,7 +30,12 @@ export interface BuildRequest {
   backbone: string;
   threads: number;
   bundleOut: string;
+  /** change one product of the bundle `base` instead of calibrating every product from `images` */
+  increment?: Increment & { base: string };
 }
+
+/** A new product (its frames are `images`), or approved good images added to one cluster. */
+export type Increment = { kind: 'product'; name: string } | { kind: 'images'; cluster: string };
 
 export interface HeldOutVerdict {
   path: string;
@@ -59,6 +65,44 @@ export function requestConfig(req: Pick<BuildRequest, 'engineConfig' | 'override
   return loadEngineConfig(req.engineConfig || undefined, { ...(req.overrides ?? {}), backbone: req.backbone, runtime: { provider: 'cpu', threads: req.threads } });
 }
 
+interface Built {
+  bundle: Bundle;
+  /** held-out good scores per cluster ([] for a cluster an increment left as it was) */
+  heldOutScores: number[][];
+  embedded: Embedded;
+  /** the images `embedded` holds, in order */
+  images: string[];
+  /** the one cluster an increment calibrated (others are reported as unchanged) */
+  changed?: number;
+}
+
+async function buildAll(req: BuildRequest, c: EngineConfig, progress: ProgressFn, log?: (m: string) => void): Promise<Built> {
+  const opts = calibrationOptions(c);
+  const pool = new ExtractorPool(opts.backbone, opts.runtime);
+  try {
+    const r = await calibrate({ ...opts, images: req.images, labels: req.labels, defects: req.defects, pool, log }, progress);
+    return { bundle: r.bundle, heldOutScores: r.heldOut, embedded: r.embedded, images: req.images };
+  } finally {
+    await pool.release();
+  }
+}
+
+/** One product of `inc.base` calibrated (or rebuilt), under the base bundle's scoring settings. */
+async function buildIncrement(req: BuildRequest, inc: Increment & { base: string }, c: EngineConfig, progress: ProgressFn, log?: (m: string) => void): Promise<Built> {
+  const base = readBundleFile(inc.base);
+  const opts = calibrationOptions(engineForBundle(c, base));
+  const pool = new ExtractorPool(opts.backbone, opts.runtime);
+  try {
+    const o = { ...opts, defects: req.defects, pool, log };
+    const r = inc.kind === 'product' ? await addProduct(base, req.images, inc.name, o, progress) : await addImages(base, inc.cluster, req.images, o, progress);
+    for (const w of r.warnings) log?.(`warning: ${w}`);
+    const heldOutScores = r.bundle.clusters.map((_, i) => (i === r.changed ? r.heldOut : []));
+    return { bundle: r.bundle, heldOutScores, embedded: r.embedded, images: r.images, changed: r.changed };
+  } finally {
+    await pool.release();
+  }
+}
+
 export async function buildAndValidate(req: BuildRequest, c: EngineConfig, progress?: ProgressFn, log?: (m: string) => void): Promise<{ outcome: BuildOutcome; bundle: Bundle }> {
   const t0 = performance.now();
   const clock = new StageClock();
@@ -66,19 +110,7 @@ export async function buildAndValidate(req: BuildRequest, c: EngineConfig, progr
     clock.mark(stage);
     progress?.(stage, done, total);
   };
-  const opts = calibrationOptions(c);
-  const pool = new ExtractorPool(opts.backbone, opts.runtime);
-  let bundle: Bundle;
-  let heldOutScores: number[][];
-  let embedded: Embedded;
-  try {
-    const r = await calibrate({ ...opts, images: req.images, labels: req.labels, defects: req.defects, pool, log }, prog);
-    bundle = r.bundle;
-    heldOutScores = r.heldOut;
-    embedded = r.embedded;
-  } finally {
-    await pool.release();
-  }
+  const { bundle, heldOutScores, embedded, images, changed } = req.increment ? await buildIncrement(req, req.increment, c, prog, log) : await buildAll(req, c, prog, log);
   writeBundleFile(req.bundleOut, bundle);
 
   const insp = await Inspector.load(bundle, req.backbone, { provider: 'cpu', threads: req.threads });
@@ -126,7 +158,7 @@ export async function buildAndValidate(req: BuildRequest, c: EngineConfig, progr
   });
 
   prog('report', 0, 1);
-  const report = await reportData(bundle, heldOutScores, defectScores, embedded, req.images, { rejected, missed, defectsUnknown });
+  const report = await reportData(bundle, heldOutScores, defectScores, embedded, images, { rejected, missed, defectsUnknown }, changed);
   report.stages = clock.result();
   return {
     bundle,
@@ -141,6 +173,24 @@ export async function buildAndValidate(req: BuildRequest, c: EngineConfig, progr
   };
 }
 
+/** A cluster an increment kept as it was: its figures from the bundle, nothing re-measured. */
+function unchangedCluster(info: Bundle['clusters'][number]['info']): ClusterReport {
+  return {
+    name: info.name,
+    images: info.members.length,
+    bank: info.bank.count,
+    threshold: info.threshold,
+    threshold_source: info.threshold_source,
+    routing_limit: info.routing_limit,
+    held_out: [],
+    expected_frr: 0,
+    defects: [],
+    split_silhouette: null,
+    thumbs: [],
+    unchanged: true,
+  };
+}
+
 export async function reportData(
   bundle: Bundle,
   heldOut: number[][],
@@ -148,6 +198,7 @@ export async function reportData(
   emb: { semantic: Float32Array; dim: number },
   images: string[],
   seen: { rejected: Thumb[]; missed: Thumb[]; defectsUnknown: number },
+  changed?: number,
 ): Promise<ReportData> {
   const h = bundle.header;
   const index = new Map(images.map((p, i) => [p, i]));
@@ -155,6 +206,10 @@ export async function reportData(
   const clusters: ClusterReport[] = [];
   for (const [ci, k] of bundle.clusters.entries()) {
     const info = k.info;
+    if (changed !== undefined && ci !== changed) {
+      clusters.push(unchangedCluster(info));
+      continue;
+    }
     const scores = heldOut[ci] ?? [];
     const u = new Float32Array(info.members.length * emb.dim);
     info.members.forEach((m, j) => {

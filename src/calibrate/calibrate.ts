@@ -96,6 +96,18 @@ export function turnedOver(img: RgbImage, way: 0 | 1 | 2): RgbImage {
   return { width: w, height: h, data: out };
 }
 
+/**
+ * Images whose turned-over copy is embedded for the pose scales: every one up to POSE_ALL, beyond that
+ * an evenly spread half (at least POSE_ALL). A turned copy costs a backbone pass, as much as the
+ * image itself; a group's pose scale is a 90th percentile, which half of a large set still pins down.
+ */
+export const POSE_ALL = 600;
+
+export function poseSampled(i: number, n: number): boolean {
+  const q = Math.max(POSE_ALL, Math.ceil(n / 2));
+  return q >= n || Math.floor(((i + 1) * q) / n) > Math.floor((i * q) / n);
+}
+
 /** Unit semantic embeddings of the images, each at the input size its own frame resolves to. */
 export async function embedImages(
   paths: string[],
@@ -135,8 +147,8 @@ export async function embedImages(
     }
     const u = normaliseRows(f.semantic, 1, dim);
     semantic.set(u, i * dim);
-    cache?.put(i, key, f.patches);
-    if (withPose) pose[i] = 1 - dot(u, 0, normaliseRows(await ex.semanticOf(turnedOver(img, (i % 3) as 0 | 1 | 2)), 1, dim), 0, dim);
+    cache?.put(i, key, f.patches, true); // f is this turn's own onnxruntime output
+    if (withPose) pose[i] = poseSampled(i, paths.length) ? 1 - dot(u, 0, normaliseRows(await ex.semanticOf(turnedOver(img, (i % 3) as 0 | 1 | 2)), 1, dim), 0, dim) : Number.NaN;
     progress?.(stage, i + 1, paths.length);
   }
   return { semantic, dim, sizes, settings, ...(withPose ? { pose: { samples: pose, perRow: 1 } } : {}), ...(cache ? { patches: cache } : {}) };
@@ -153,14 +165,14 @@ function partitionFromLabels(labels: string[]): { labels: Int32Array; count: num
   return { labels: Int32Array.from(labels, (l) => names.indexOf(l)), count: names.length, names };
 }
 
-/** Patch features of several images at one input size, concatenated: [n * P, dim]. */
-function extractPatches(paths: string[], pool: ExtractorPool, s: FeatureSettings, progress: ProgressFn | undefined, stage: string): Promise<Float32Array> {
+/** Patch features of several images at one input size, one [P, dim] block per image. */
+function extractPatches(paths: string[], pool: ExtractorPool, s: FeatureSettings, progress: ProgressFn | undefined, stage: string): Promise<Float32Array[]> {
   return memberPatches({ paths, members: paths.map((_, k) => k), sizeKey: '' }, pool, s, progress, stage);
 }
 
-async function scoreRows(scorer: PatchScorer, all: Float32Array, per: number, rows: number[]): Promise<number[]> {
+async function scoreRows(scorer: PatchScorer, blocks: Float32Array[], rows: number[]): Promise<number[]> {
   const out: number[] = [];
-  for (const r of rows) out.push((await scorer.score(all.subarray(r * per, (r + 1) * per))).score);
+  for (const r of rows) out.push((await scorer.score(blocks[r])).score);
   return out;
 }
 
@@ -281,7 +293,6 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
         const scores = await scoreRows(
           scorer,
           patches,
-          ex.patchCount * b.settings.dim,
           rows.map((_, j) => j),
         );
         await scorer.release();
@@ -368,18 +379,16 @@ interface MemberImages {
   sizeKey: string;
 }
 
-/** The members' patch features: from the cache where it holds them at this size, else extracted. */
-async function memberPatches(m: MemberImages, pool: ExtractorPool, s: FeatureSettings, progress: ProgressFn | undefined, stage: string): Promise<Float32Array> {
+/** The members' patch features, one block per member: from the cache where it holds them at this size, else extracted. */
+async function memberPatches(m: MemberImages, pool: ExtractorPool, s: FeatureSettings, progress: ProgressFn | undefined, stage: string): Promise<Float32Array[]> {
   const ex = await pool.get(s);
-  const per = ex.patchCount * s.dim;
-  const all = new Float32Array(m.paths.length * per);
-  const missing: number[] = [];
-  m.members.forEach((i, k) => m.cache?.takeTo(i, m.sizeKey, all, k * per) || missing.push(k));
+  const blocks = m.members.map((i) => m.cache?.take(i, m.sizeKey));
+  const missing = blocks.flatMap((b, k) => (b ? [] : [k]));
   for (let j = 0; j < missing.length; j++) {
-    all.set((await ex.extract(await readImage(m.paths[missing[j]]))).patches, missing[j] * per);
+    blocks[missing[j]] = (await ex.extract(await readImage(m.paths[missing[j]]))).patches;
     progress?.(stage, j + 1, missing.length);
   }
-  return all;
+  return blocks as Float32Array[];
 }
 
 /** The members' bank and their held-out scores, by the configured method. */
@@ -398,7 +407,7 @@ async function buildClusterBank(
   return build(ex, patches, paths.length, name, opts, progress);
 }
 
-type BankBuilder = (ex: FeatureExtractor, patches: Float32Array, images: number, name: string, opts: CalibrationOptions, progress?: ProgressFn) => Promise<{ bank: Bank; heldOut: number[] }>;
+type BankBuilder = (ex: FeatureExtractor, patches: Float32Array[], images: number, name: string, opts: CalibrationOptions, progress?: ProgressFn) => Promise<{ bank: Bank; heldOut: number[] }>;
 
 /**
  * One coreset; each member scored against it with the rows of its held-out group masked: its own
@@ -406,7 +415,6 @@ type BankBuilder = (ex: FeatureExtractor, patches: Float32Array, images: number,
  * image instead of k + 1 coresets.
  */
 const maskedBank: BankBuilder = async (ex, patches, images, name, opts, progress) => {
-  const per = ex.patchCount * ex.settings.dim;
   const { bank, selected } = await coresetBank(ex, patches, images, opts.coreset, (s, d, t) => progress?.(`[${name}] bank ${s}`, d, t));
   const scorer = await MaskedScorer.create(bank.vectors, bank.header.count, bank.header.dim, rowSources(selected, ex.patchCount), {
     patchCount: ex.patchCount,
@@ -422,7 +430,7 @@ const maskedBank: BankBuilder = async (ex, patches, images, name, opts, progress
     let done = 0;
     for (const g of groups) {
       for (const i of g) {
-        heldOut[i] = await scorer.scoreWithout(patches.subarray(i * per, (i + 1) * per), g);
+        heldOut[i] = await scorer.scoreWithout(patches[i], g);
         progress?.(`[${name}] held-out scores`, ++done, images);
       }
     }
@@ -444,7 +452,6 @@ function heldOutGroups(images: number, opts: CalibrationOptions): number[][] {
 
 /** k-fold held-out scores of the members, then the bank from all of them. */
 const kFoldBank: BankBuilder = async (ex, patches, images, name, opts, progress) => {
-  const per = ex.patchCount * ex.settings.dim;
   const members = Array.from({ length: images }, (_, k) => k);
   const folds = Math.min(opts.folds, images);
   const fold = kFolds(images, folds, opts.coreset.seed);
@@ -453,11 +460,15 @@ const kFoldBank: BankBuilder = async (ex, patches, images, name, opts, progress)
   for (let f = 0; f < folds; f++) {
     const train = members.filter((k) => fold[k] !== f);
     const test = members.filter((k) => fold[k] === f);
-    const sub = new Float32Array(train.length * per);
-    train.forEach((k, j) => sub.set(patches.subarray(k * per, (k + 1) * per), j * per));
-    const bank = await bankFromPatches(ex, sub, train.length, opts.coreset, (s, d, t) => progress?.(`[${name}] fold ${f + 1}/${folds} ${s}`, d, t));
+    const bank = await bankFromPatches(
+      ex,
+      train.map((k) => patches[k]),
+      train.length,
+      opts.coreset,
+      (s, d, t) => progress?.(`[${name}] fold ${f + 1}/${folds} ${s}`, d, t),
+    );
     const scorer = await PatchScorer.create(bank.vectors, bank.header.count, bank.header.dim, scorerOptionsFor(ex, scoringRuntime(opts)));
-    const scores = await scoreRows(scorer, patches, per, test);
+    const scores = await scoreRows(scorer, patches, test);
     test.forEach((k, j) => (heldOut[k] = scores[j]));
     await scorer.release();
     progress?.(`[${name}] held-out folds`, f + 1, folds);

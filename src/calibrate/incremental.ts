@@ -12,7 +12,7 @@ import { newBundleId, type Bundle, type BundleCluster } from '../bundle/bundle-f
 import type { EngineConfig } from '../config.ts';
 import { Router } from '../route/router.ts';
 import type { ProgressFn } from '../score/patchcore.ts';
-import { calibrate, CalibrationError, type CalibrationOptions } from './calibrate.ts';
+import { calibrate, CalibrationError, type CalibrationOptions, type Embedded } from './calibrate.ts';
 
 export type ClusterOptions = Omit<CalibrationOptions, 'images' | 'labels' | 'embedded' | 'cache'>;
 
@@ -29,9 +29,9 @@ export function engineForBundle(c: EngineConfig, b: Bundle): EngineConfig {
 }
 
 /** One cluster calibrated from `images` alone (known_class with one label). */
-async function calibrateCluster(b: Bundle, images: string[], name: string, opts: ClusterOptions, progress?: ProgressFn): Promise<{ cluster: BundleCluster; heldOut: number[] }> {
+async function calibrateCluster(b: Bundle, images: string[], name: string, opts: ClusterOptions, progress?: ProgressFn): Promise<{ cluster: BundleCluster; heldOut: number[]; embedded: Embedded }> {
   if (images.length === 0) throw new CalibrationError('no images to calibrate from');
-  const { bundle: one, heldOut } = await calibrate({ ...opts, images, labels: images.map(() => name) }, progress);
+  const { bundle: one, heldOut, embedded } = await calibrate({ ...opts, images, labels: images.map(() => name) }, progress);
   const h = b.header;
   const o = one.header;
   if (o.backbone.onnx_sha256 !== h.backbone.onnx_sha256)
@@ -39,7 +39,7 @@ async function calibrateCluster(b: Bundle, images: string[], name: string, opts:
   const mismatch = (['input_size', 'fit', 'pre_dim', 'dim', 'reweight_neighbours', 'heatmap_sigma'] as const).filter((k) => o.scoring[k] !== h.scoring[k]);
   if (mismatch.length || o.semantic_dim !== h.semantic_dim)
     throw new CalibrationError(`scoring settings differ from the bundle's (${mismatch.join(', ') || 'semantic_dim'}): the new cluster's scores would not compare`);
-  return { cluster: one.clusters[0], heldOut: heldOut[0] };
+  return { cluster: one.clusters[0], heldOut: heldOut[0], embedded };
 }
 
 function withClusters(b: Bundle, clusters: BundleCluster[], images: number): Bundle {
@@ -70,20 +70,25 @@ export function keysTakenBy(b: Bundle, c: BundleCluster): string[] {
 
 export interface IncrementResult {
   bundle: Bundle;
-  /** the new or rebuilt cluster's held-out good scores */
+  /** index of the new or rebuilt cluster in bundle.clusters */
+  changed: number;
+  /** its held-out good scores */
   heldOut: number[];
+  /** the images it was calibrated from and their embeddings (for the report) */
+  images: string[];
+  embedded: Embedded;
   warnings: string[];
 }
 
 export async function addProduct(b: Bundle, images: string[], name: string, opts: ClusterOptions, progress?: ProgressFn): Promise<IncrementResult> {
   if (!/^[\w.-]{1,64}$/.test(name)) throw new CalibrationError(`product name "${name.slice(0, 70)}": letters, digits, _ . - only, at most 64`);
   if (b.clusters.some((c) => c.info.name === name)) throw new CalibrationError(`the bundle already has a cluster "${name}": use add-images to extend it`);
-  const { cluster, heldOut } = await calibrateCluster(b, images, name, opts, progress);
+  const { cluster, heldOut, embedded } = await calibrateCluster(b, images, name, opts, progress);
   cluster.info.id = b.clusters.length;
   const warnings: string[] = [];
   const taken = keysTakenBy(b, cluster);
   if (taken.length) warnings.push(`some images of ${name} route to ${taken.join(', ')} in the old bundle: the product may be one already calibrated, or the two overlap (check the routing of both)`);
-  return { bundle: withClusters(b, [...b.clusters, cluster], b.header.calibration.images + images.length), heldOut, warnings };
+  return { bundle: withClusters(b, [...b.clusters, cluster], b.header.calibration.images + images.length), changed: b.clusters.length, heldOut, images, embedded, warnings };
 }
 
 export async function addImages(b: Bundle, clusterName: string, images: string[], opts: ClusterOptions, progress?: ProgressFn): Promise<IncrementResult> {
@@ -96,12 +101,13 @@ export async function addImages(b: Bundle, clusterName: string, images: string[]
   const known = new Set(old.members);
   const fresh = images.filter((p) => !known.has(p));
   if (!fresh.length) throw new CalibrationError(`every image given is already in ${clusterName}`);
-  const { cluster, heldOut } = await calibrateCluster(b, [...old.members, ...fresh], clusterName, opts, progress);
+  const members = [...old.members, ...fresh];
+  const { cluster, heldOut, embedded } = await calibrateCluster(b, members, clusterName, opts, progress);
   cluster.info.id = old.id;
   const warnings: string[] = [];
   const others = { ...b, clusters: b.clusters.filter((_, i) => i !== at) };
   const taken = keysTakenBy(others, cluster);
   if (taken.length) warnings.push(`some images of ${clusterName} now route to ${taken.join(', ')}: the added images may include another product`);
   const clusters = b.clusters.map((c, i) => (i === at ? cluster : c));
-  return { bundle: withClusters(b, clusters, b.header.calibration.images + fresh.length), heldOut, warnings };
+  return { bundle: withClusters(b, clusters, b.header.calibration.images + fresh.length), changed: at, heldOut, images: members, embedded, warnings };
 }

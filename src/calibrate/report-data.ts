@@ -30,6 +30,8 @@ export interface ClusterReport {
   thumbs: Thumb[];
   /** held-out good images above the threshold, as many as the false-reject target allows (not a warning) */
   tail?: Thumb[];
+  /** kept as it was by an incremental run (add a product / add images to another cluster) */
+  unchanged?: boolean;
 }
 
 export interface Warning {

@@ -84,6 +84,9 @@ ${merged ? `<p>Merges after the choice:</p><ul>${merged}</ul>` : '<p>No merges a
 }
 
 function clusterSection(c: ClusterReport, frrTarget: number): string {
+  if (c.unchanged)
+    return `<section class="cluster"><h3>${esc(c.name)}</h3>
+<p>Unchanged by this run (bank, keys, threshold and routing limit kept byte for byte): ${c.images} images, bank ${c.bank} patches, threshold ${c.threshold.toFixed(4)} (${c.threshold_source}), routing limit ${c.routing_limit.toFixed(4)}.</p></section>`;
   const defects = c.defects.length
     ? `; ${c.defects.length} labelled defects scored here, lowest ${Math.min(...c.defects).toFixed(3)}, ${c.defects.filter((s) => s <= c.threshold).length} pass as OK`
     : '';

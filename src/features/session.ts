@@ -13,6 +13,9 @@ export async function createSession(model: Uint8Array, provider: ExecutionProvid
     intraOpNumThreads: threads ?? 0,
     interOpNumThreads: 1,
     executionMode: 'sequential',
+    // Several sessions (backbone, kNN, heatmap) run one after another on few cores: a pool that spins
+    // after its run steals the cores the next session needs (kNN 17 -> 65 ms after a backbone run).
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
   if (provider !== 'cpu') {
     try {

@@ -205,7 +205,12 @@ export interface PoseScales {
 
 export function poseScaleOf(pose: PoseScales, rows: ArrayLike<number>): number {
   const v: number[] = [];
-  for (let i = 0; i < rows.length; i++) for (let k = 0; k < pose.perRow; k++) v.push(pose.samples[rows[i] * pose.perRow + k]);
+  // NaN: no turned copy was embedded for that image (calibrate.ts poseSampled).
+  for (let i = 0; i < rows.length; i++)
+    for (let k = 0; k < pose.perRow; k++) {
+      const s = pose.samples[rows[i] * pose.perRow + k];
+      if (!Number.isNaN(s)) v.push(s);
+    }
   return v.length ? quantile(v, 0.9) : 0;
 }
 

@@ -33,7 +33,17 @@ export interface AnnGraphSpec {
   patches: number;
   /** adds an input `mask` [m] (0 keeps a row, +Infinity drops it) to both stages' distances */
   masked?: boolean;
+  /** patches per tile; default annTileRows(patches, m) */
+  tileRows?: number;
+  /** bank columns per block of the two-level top-k; default ANN_BLOCK, 0 = one plain TopK */
+  blockSize?: number;
 }
+
+/** Block width of the two-level top-k (blockTopK). */
+export const ANN_BLOCK = 64;
+
+/** Stage-1 distances of dummy columns that pad the bank to whole blocks: far, but finite. */
+const FAR = 1e30;
 
 /** x [n, d] times w [d, r] in plain JS. */
 export function projectRows(x: Float32Array, n: number, d: number, w: Float32Array, r: number): Float32Array {
@@ -53,44 +63,147 @@ export function projectRows(x: Float32Array, n: number, d: number, w: Float32Arr
 }
 
 /**
+ * Patches per tile: the stage-1 distance matrix of one tile is kept near 16 MB. Materialising the
+ * whole [P, m] matrix at once (78 MB for a 25k-row bank) made onnxruntime take fresh pages every run;
+ * equal tiles reuse one buffer, which halved stage 1 on this CPU (scratch study, m 10k-53k).
+ */
+export function annTileRows(patches: number, m: number): number {
+  return Math.max(16, Math.min(patches, Math.floor((4 << 20) / Math.max(1, m))));
+}
+
+/**
  * The ANN scoring graph. Inputs: `patches` [P, dim] float32 and, when `masked`, `mask` [m] float32
  * (0 keeps a bank row, +Infinity drops it; leave-self-out calibration drops an image's own rows).
  * Output: `patch_scores` [P], the distance of each patch to the nearest candidate row it found.
  */
 export function buildAnnGraph(spec: AnnGraphSpec): Uint8Array {
-  const { bank, m, dim, r, patches: P } = spec;
+  const { m, dim, r, patches: P } = spec;
   if (spec.projection.length !== dim * r) throw new Error(`projection holds ${spec.projection.length} values, expected ${dim}x${r}`);
-  const k = Math.max(1, Math.min(spec.candidates, m));
   const g = new GraphBuilder('ann_');
   g.inputs.push({ name: 'patches', dims: [P, dim] });
   if (spec.masked) g.inputs.push({ name: 'mask', dims: [m] });
+  const shared = annInitializers(g, spec);
+  const rows = Math.max(1, spec.tileRows ?? annTileRows(P, m));
+  const sizes: number[] = [];
+  for (let o = 0; o < P; o += rows) sizes.push(Math.min(rows, P - o));
+  const tiles =
+    sizes.length === 1
+      ? ['patches']
+      : g.node(
+          'Split',
+          ['patches', g.constInt64('tiles', sizes)],
+          { axis: 0 },
+          sizes.map(() => g.fresh('tile')),
+        );
+  const scores = tiles.map((t, i) => annTile(g, shared, t, sizes[i], spec));
+  if (scores.length === 1) g.op('Identity', scores, {}, 'patch_scores');
+  else g.op('Concat', scores, { axis: 0 }, 'patch_scores');
+  g.outputs.push({ name: 'patch_scores', dims: [P] });
+  return g.toModel('ann_knn', 'hiercore-edge two-stage nearest-neighbour scorer');
+}
 
-  // Stage 1: coarse squared distances (less |pa|^2, constant per patch) in the projection.
-  const proj = g.op('MatMul', ['patches', g.floatTensor('projection', [dim, r], spec.projection)]);
-  const padded = g.op('Pad', [proj, g.constInt64('pads', [0, 0, 0, 1]), g.constFloat('one', [], [1])], { mode: 'constant' });
-  const coarseOperand = bankOperand(spec.projectedBank ?? projectRows(bank, m, dim, spec.projection, r), m, r);
-  let coarse = g.op('MatMul', [padded, g.floatTensor('coarse_operand', [r + 1, m], coarseOperand)]);
-  if (spec.masked) coarse = g.op('Add', [coarse, 'mask']);
-  const [, idx] = g.node('TopK', [coarse, g.constInt64('k', [k])], { axis: 1, largest: 0, sorted: 0 }, [g.fresh('topv'), g.fresh('topi')]);
+interface AnnInitializers {
+  projection: string;
+  coarseOperand: string;
+  bankNeg2: string;
+  bankNorms: string;
+  k: number;
+  /** block width of the two-level top-k, 0 for one plain TopK */
+  block: number;
+  /** stage-1 columns: m padded to whole blocks */
+  columns: number;
+  /** the mask padded to `columns` (masked graphs only) */
+  coarseMask?: string;
+}
 
-  // Stage 2: exact distances to the candidates: |b|^2 - 2ab (+ mask), min, + |a|^2.
+/**
+ * The two-level top-k pays off once there are many blocks per candidate; below that one TopK over
+ * the row is as cheap.
+ */
+function blockWidth(spec: AnnGraphSpec, k: number): number {
+  const b = spec.blockSize ?? ANN_BLOCK;
+  return b > 0 && spec.m >= 4 * k * b ? b : 0;
+}
+
+/** [r+1, columns]: the bank's coarse operand, padded with dummy columns at distance FAR. */
+function paddedCoarseOperand(projected: Float32Array, m: number, r: number, columns: number): Float32Array {
+  const base = bankOperand(projected, m, r);
+  if (columns === m) return base;
+  const w = new Float32Array((r + 1) * columns);
+  for (let k = 0; k <= r; k++) w.set(base.subarray(k * m, (k + 1) * m), k * columns);
+  w.fill(FAR, r * columns + m, (r + 1) * columns);
+  return w;
+}
+
+function annInitializers(g: GraphBuilder, spec: AnnGraphSpec): AnnInitializers {
+  const { bank, m, dim, r } = spec;
   const norms = new Float32Array(m);
   for (let j = 0; j < m; j++) {
     let s = 0;
     for (let t = 0; t < dim; t++) s += bank[j * dim + t] * bank[j * dim + t];
     norms[j] = s;
   }
-  const neg2 = bank.map((v) => -2 * v);
-  const cand = g.op('Gather', [g.floatTensor('bank_neg2', [m, dim], neg2), idx], { axis: 0 }); // [P, k, dim]
-  const col = g.op('Unsqueeze', ['patches', g.constInt64('axis', [2])]); // [P, dim, 1]
-  const cross = g.op('Reshape', [g.op('MatMul', [cand, col]), g.constInt64('pk', [P, k])]);
-  let d = g.op('Add', [cross, g.op('Gather', [g.floatTensor('bank_norms', [m], norms), idx], { axis: 0 })]);
+  const k = Math.max(1, Math.min(spec.candidates, m));
+  const block = blockWidth(spec, k);
+  const columns = block > 0 ? Math.ceil(m / block) * block : m;
+  const projected = spec.projectedBank ?? projectRows(bank, m, dim, spec.projection, r);
+  const coarseMask =
+    spec.masked && columns > m ? g.op('Pad', ['mask', g.constInt64('mask_pads', [0, columns - m]), g.constFloat('far', [], [FAR])], { mode: 'constant' }) : spec.masked ? 'mask' : undefined;
+  return {
+    projection: g.floatTensor('projection', [dim, r], spec.projection),
+    coarseOperand: g.floatTensor('coarse_operand', [r + 1, columns], paddedCoarseOperand(projected, m, r, columns)),
+    bankNeg2: g.floatTensor(
+      'bank_neg2',
+      [m, dim],
+      bank.map((v) => -2 * v),
+    ),
+    bankNorms: g.floatTensor('bank_norms', [m], norms),
+    k,
+    block,
+    columns,
+    coarseMask,
+  };
+}
+
+/**
+ * Indices [n, k] of the k smallest of `coarse` [n, columns], exactly, without one TopK over every
+ * column (onnxruntime's TopK was as slow as the stage-1 MatMul): the minimum of each block of
+ * `block` columns, the k blocks with the smallest minima, and a TopK over those k blocks. Exact
+ * because every block holding one of the k smallest values has its minimum among the k smallest
+ * block minima. Dummy columns are clamped to a real row; stage 2 measures that row exactly.
+ */
+function blockTopK(g: GraphBuilder, coarse: string, n: number, w: AnnInitializers, m: number): string {
+  const { k, block, columns } = w;
+  const blocks = g.op('Reshape', [coarse, g.constInt64('nbs', [n, columns / block, block])]);
+  const minima = g.op('ReduceMin', [blocks], { axes: [2], keepdims: 0 }); // [n, blocks]
+  const [, best] = g.node('TopK', [minima, g.constInt64('kb', [k])], { axis: 1, largest: 0, sorted: 0 }, [g.fresh('bv'), g.fresh('bi')]);
+  const picked = g.op('GatherND', [blocks, g.op('Unsqueeze', [best, g.constInt64('ax2', [2])])], { batch_dims: 1 }); // [n, k, block]
+  const flat = g.op('Reshape', [picked, g.constInt64('nkb', [n, k * block])]);
+  const [, local] = g.node('TopK', [flat, g.constInt64('kl', [k])], { axis: 1, largest: 0, sorted: 0 }, [g.fresh('lv'), g.fresh('li')]);
+  const width = g.int64Tensor(g.fresh('block'), [], [block]);
+  const blockOf = g.op('GatherElements', [best, g.op('Div', [local, width])], { axis: 1 });
+  const index = g.op('Add', [g.op('Mul', [blockOf, width]), g.op('Mod', [local, width])]);
+  return g.op('Min', [index, g.int64Tensor(g.fresh('last'), [], [m - 1])]);
+}
+
+/** Both stages for one tile of `n` patches; returns the tile's patch scores [n]. */
+function annTile(g: GraphBuilder, w: AnnInitializers, tile: string, n: number, spec: AnnGraphSpec): string {
+  // Stage 1: coarse squared distances (less |pa|^2, constant per patch) in the projection.
+  const proj = g.op('MatMul', [tile, w.projection]);
+  const padded = g.op('Pad', [proj, g.constInt64('pads', [0, 0, 0, 1]), g.constFloat('one', [], [1])], { mode: 'constant' });
+  let coarse = g.op('MatMul', [padded, w.coarseOperand]);
+  if (w.coarseMask) coarse = g.op('Add', [coarse, w.coarseMask]);
+  const idx = w.block > 0 ? blockTopK(g, coarse, n, w, spec.m) : g.node('TopK', [coarse, g.constInt64('k', [w.k])], { axis: 1, largest: 0, sorted: 0 }, [g.fresh('topv'), g.fresh('topi')])[1];
+
+  // Stage 2: exact distances to the candidates: |b|^2 - 2ab (+ mask), min, + |a|^2.
+  const cand = g.op('Gather', [w.bankNeg2, idx], { axis: 0 }); // [n, k, dim]
+  const col = g.op('Unsqueeze', [tile, g.constInt64('axis', [2])]); // [n, dim, 1]
+  const cross = g.op('Reshape', [g.op('MatMul', [cand, col]), g.constInt64('nk', [n, w.k])]);
+  let d = g.op('Add', [cross, g.op('Gather', [w.bankNorms, idx], { axis: 0 })]);
   if (spec.masked) d = g.op('Add', [d, g.op('Gather', ['mask', idx], { axis: 0 })]);
   const minD = g.op('ReduceMin', [d], { axes: [1], keepdims: 0 });
-  const a2 = g.op('ReduceSumSquare', ['patches'], { axes: [1], keepdims: 0 });
-  g.op('Sqrt', [g.op('Relu', [g.op('Add', [minD, a2])])], {}, 'patch_scores');
-  g.outputs.push({ name: 'patch_scores', dims: [P] });
-  return g.toModel('ann_knn', 'hiercore-edge two-stage nearest-neighbour scorer');
+  const a2 = g.op('ReduceSumSquare', [tile], { axes: [1], keepdims: 0 });
+  return g.op('Sqrt', [g.op('Relu', [g.op('Add', [minD, a2])])]);
 }
 
 /** Modified Gram-Schmidt on the r columns of q [d, r], in place; a degenerate column is re-seeded. */

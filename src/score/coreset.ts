@@ -11,7 +11,7 @@
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../features/onnx/graph.ts';
 import { createSession } from '../features/session.ts';
-import { gatherRows, sqDist } from '../util/vec.ts';
+import { contiguous, gatherRows, type Rows, sqDist } from '../util/vec.ts';
 import { GemmKCenter } from './kcenter-gemm.ts';
 
 export interface CoresetOptions {
@@ -85,12 +85,12 @@ export function randomProjection(x: Float32Array, n: number, dim: number, outDim
 /**
  * Indices of the selected coreset rows of x ([n, dim]), in selection order. Deterministic for a seed.
  */
-export async function greedyCoreset(x: Float32Array, n: number, dim: number, opts: CoresetOptions): Promise<Int32Array> {
+export async function greedyCoreset(x: Rows, n: number, dim: number, opts: CoresetOptions): Promise<Int32Array> {
   if (!(opts.ratio > 0 && opts.ratio <= 1)) throw new Error(`coreset ratio must be in (0, 1], got ${opts.ratio}`);
   const k = Math.max(1, Math.min(n, Math.round(n * opts.ratio)));
   if (k === n) return Int32Array.from({ length: n }, (_, i) => i);
   const d = opts.projectionDim > 0 && opts.projectionDim < dim ? opts.projectionDim : dim;
-  const proj = d === dim ? x : await projectOnnx(x, n, dim, projectionMatrix(dim, d, opts.seed), d);
+  const proj = d === dim ? contiguous(x) : await projectOnnx(x, n, dim, projectionMatrix(dim, d, opts.seed), d);
   const q = opts.groupShare ?? 1;
   const g = opts.groupSize ?? 0;
   if (!(q > 0 && q < 1 && g > 1 && Math.floor(n * q) > k)) return exactGreedy(proj, n, d, k, opts);
@@ -121,8 +121,17 @@ function groupCandidates(proj: Float32Array, n: number, d: number, g: number, q:
   return Int32Array.from(out);
 }
 
+/** x's rows in runs for the projection: its own blocks, or chunks of 16,384 rows of one array. */
+function projectionParts(x: Rows, n: number, dim: number): Float32Array[] {
+  if (Array.isArray(x)) return x as Float32Array[];
+  const chunk = 16384;
+  const parts: Float32Array[] = [];
+  for (let s = 0; s < n; s += chunk) parts.push((x as Float32Array).subarray(s * dim, Math.min(n, s + chunk) * dim));
+  return parts;
+}
+
 /** x [n, dim] times r [dim, outDim] as an onnxruntime MatMul, in row chunks to bound memory. */
-async function projectOnnx(x: Float32Array, n: number, dim: number, r: Float32Array, outDim: number): Promise<Float32Array> {
+async function projectOnnx(x: Rows, n: number, dim: number, r: Float32Array, outDim: number): Promise<Float32Array> {
   const g = new GraphBuilder('jl_');
   g.inputs.push({ name: 'x', dims: ['n', dim] });
   g.floatTensor('r', [dim, outDim], r);
@@ -130,12 +139,13 @@ async function projectOnnx(x: Float32Array, n: number, dim: number, r: Float32Ar
   g.outputs.push({ name: 'y', dims: ['n', outDim] });
   const session = await createSession(g.toModel('projection'));
   const out = new Float32Array(n * outDim);
-  const chunk = 16384;
   try {
-    for (let s = 0; s < n; s += chunk) {
-      const rows = Math.min(chunk, n - s);
-      const res = await session.run({ x: new ort.Tensor('float32', x.subarray(s * dim, (s + rows) * dim), [rows, dim]) });
+    let s = 0;
+    for (const part of projectionParts(x, n, dim)) {
+      const rows = part.length / dim;
+      const res = await session.run({ x: new ort.Tensor('float32', part, [rows, dim]) });
       out.set(res.y.data as Float32Array, s * outDim);
+      s += rows;
     }
   } finally {
     await session.release();

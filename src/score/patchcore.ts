@@ -2,7 +2,7 @@
 import type { FeatureExtractor } from '../features/extractor.ts';
 import { readImage, type RgbImage, type Geometry } from '../features/image.ts';
 import { greedyCoreset } from './coreset.ts';
-import { gatherRows } from '../util/vec.ts';
+import { gatherRows, type Rows, valueCount } from '../util/vec.ts';
 import type { Bank, BankHeader } from './bank-file.ts';
 import { PatchScorer, type ScorerOptions } from './scorer.ts';
 import type { ExecutionProvider } from '../features/session.ts';
@@ -43,15 +43,15 @@ export async function buildBank(extractor: FeatureExtractor, images: string[], c
 }
 
 /** A bank from patch features already extracted: `all` holds `images` x patchCount rows of `dim`. */
-export async function bankFromPatches(extractor: FeatureExtractor, all: Float32Array, images: number, cs: CoresetSettings, progress?: ProgressFn): Promise<Bank> {
+export async function bankFromPatches(extractor: FeatureExtractor, all: Rows, images: number, cs: CoresetSettings, progress?: ProgressFn): Promise<Bank> {
   return (await coresetBank(extractor, all, images, cs, progress)).bank;
 }
 
 /** bankFromPatches, also returning which rows of `all` were selected (held-out scoring masks by source image). */
-export async function coresetBank(extractor: FeatureExtractor, all: Float32Array, images: number, cs: CoresetSettings, progress?: ProgressFn): Promise<{ bank: Bank; selected: Int32Array }> {
+export async function coresetBank(extractor: FeatureExtractor, all: Rows, images: number, cs: CoresetSettings, progress?: ProgressFn): Promise<{ bank: Bank; selected: Int32Array }> {
   const D = extractor.settings.dim;
   const n = images * extractor.patchCount;
-  if (all.length < n * D) throw new Error(`expected ${n}x${D} patch features, got ${all.length} values`);
+  if (valueCount(all) < n * D) throw new Error(`expected ${n}x${D} patch features, got ${valueCount(all)} values`);
   const t1 = performance.now();
   const idx = await greedyCoreset(all, n, D, {
     ratio: cs.ratio,

@@ -18,6 +18,7 @@ import { validateOutcome, type Validation } from './calibration-validate.ts';
 import { calibrationReport } from './calibration-report.ts';
 import { engineOverrides, parseRecipe, RecipeError, type Recipe } from '../calibrate/recipe.ts';
 import { listImagesRecursive } from '../eval/dataset.ts';
+import type { Increment } from '../calibrate/build-run.ts';
 
 export { RecipeError, type Recipe };
 
@@ -30,6 +31,8 @@ export interface RunSettings {
   engineConfig: string;
   backbone: string;
   station: string;
+  /** change one product of the active bundle (`base`) instead of calibrating all of them */
+  increment?: Increment & { base: string };
 }
 
 export interface RunHooks {
@@ -71,6 +74,29 @@ export function recipeFrom(base: Recipe, over: Record<string, unknown> | undefin
   }
 }
 
+const PRODUCT_NAME = /^[\w.-]{1,64}$/;
+
+/**
+ * cmd/calibrate's `add_product` ("name": the frames captured are a new product, appended to the
+ * active bundle) or `add_images` ("cluster": the frames are approved good parts of that cluster,
+ * whose bank and threshold alone are rebuilt); neither: a full calibration.
+ */
+export function incrementFrom(body: Record<string, unknown>): Increment | undefined {
+  const { add_product: product, add_images: cluster } = body;
+  if (product !== undefined && cluster !== undefined) throw new RecipeError('calibrate: add_product and add_images in one run; send one change at a time');
+  if (product !== undefined) {
+    if (typeof product !== 'string' || !PRODUCT_NAME.test(product))
+      throw new RecipeError(`calibrate: add_product must be a product name (letters, digits, _ . -, at most 64), got ${JSON.stringify(product)?.slice(0, 80)}`);
+    return { kind: 'product', name: product };
+  }
+  if (cluster !== undefined) {
+    if (typeof cluster !== 'string' || !PRODUCT_NAME.test(cluster))
+      throw new RecipeError(`calibrate: add_images must name a cluster of the active bundle, got ${JSON.stringify(cluster)?.slice(0, 80)}`);
+    return { kind: 'images', cluster };
+  }
+  return undefined;
+}
+
 /** Every 1/holdout-th frame, spread over the capture, is held out. */
 export function splitHoldout<T>(items: T[], fraction: number): { train: T[]; holdout: T[] } {
   const train: T[] = [];
@@ -87,6 +113,11 @@ function stageOf(s: string): CalibrationStage {
   if (s.includes('held-out') || s.includes('fold')) return 'held-out';
   if (s.includes('bank') || s.includes('features')) return 'bank';
   return 'embed';
+}
+
+function describeIncrement(inc: Increment | undefined): string {
+  if (!inc) return '';
+  return inc.kind === 'product' ? ` of the new product ${inc.name}` : ` to add to ${inc.cluster}`;
 }
 
 function newRunId(now = new Date()): string {
@@ -123,7 +154,7 @@ export class CalibrationRun {
   ) {
     this.dir = join(root, this.runId);
     mkdirSync(join(this.dir, 'images'), { recursive: true });
-    writeFileSync(join(this.dir, 'recipe.json'), `${JSON.stringify({ ...s.recipe, engine_config: s.engineConfig || null }, null, 1)}\n`);
+    writeFileSync(join(this.dir, 'recipe.json'), `${JSON.stringify({ ...s.recipe, engine_config: s.engineConfig || null, increment: s.increment ?? null }, null, 1)}\n`);
     const cap = s.recipe.capture;
     this.selector = new FrameSelector({
       policy: cap.policy,
@@ -135,7 +166,7 @@ export class CalibrationRun {
     this.progress = {
       run_id: this.runId,
       stage: 'capture',
-      detail: `capturing ${cap.images} nominal frames (${cap.policy})`,
+      detail: `capturing ${cap.images} nominal frames (${cap.policy})${describeIncrement(s.increment)}`,
       done: 0,
       total: cap.images,
       eta_s: null,
@@ -209,6 +240,7 @@ export class CalibrationRun {
       backbone: this.s.backbone,
       threads: this.s.threads,
       bundleOut,
+      ...(this.s.increment ? { increment: this.s.increment } : {}),
     });
     if (this.finished) return;
     const validation = validateOutcome(outcome, r.validation.max_frr);

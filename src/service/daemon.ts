@@ -28,7 +28,8 @@ import type { Frame, FrameSource, SourceState } from '../capture/types.ts';
 import { WorkerSupervisor } from '../inspect/worker-supervisor.ts';
 import type { BundleSummary } from '../inspect/protocol.ts';
 import { bundleStoreFor, NoSuchBundleError, type BundleStore, type VersionEntry } from '../bundle/bundle-store.ts';
-import { CalibrationRun, RecipeError, recipeFrom, type Recipe } from './calibration-run.ts';
+import { CalibrationRun, incrementFrom, RecipeError, recipeFrom, type Recipe } from './calibration-run.ts';
+import type { Increment } from '../calibrate/build-run.ts';
 import { stationRecipe } from '../calibrate/recipe.ts';
 import { DaemonStationControl } from './station-control-impl.ts';
 import type { BundleVersion, CalibrationProgress, StartCalibration, StationMode, StationView } from '../web/station-control.ts';
@@ -590,7 +591,7 @@ export class Daemon {
           await this.stopCalibration();
           return this.calRun?.progress ?? null;
         }
-        return this.startCalibration({ recipe: body.recipe as Record<string, unknown> | undefined });
+        return this.startCalibration({ recipe: body.recipe as Record<string, unknown> | undefined, increment: incrementFrom(body) });
     }
   }
 
@@ -711,6 +712,7 @@ export class Daemon {
     const recipe = recipeFrom(this.defaultRecipe(), req.recipe);
     if (recipe.capture.policy === 'trigger' && this.cfg.trigger.mode !== 'mqtt') throw new RecipeError('calibrate: policy "trigger" needs trigger.mode "mqtt" (no PLC triggers arrive otherwise)');
     const k = this.cfg.calibration;
+    const increment = req.increment && { ...req.increment, base: this.incrementBase(req.increment) };
     const run = new CalibrationRun(
       this.runsDir(),
       {
@@ -721,6 +723,7 @@ export class Daemon {
         engineConfig: k.engine_config ? resolve(k.engine_config) : '',
         backbone: resolve(this.cfg.backbone),
         station: this.cfg.station,
+        ...(increment ? { increment } : {}),
       },
       {
         progress: (p) => this.onCalibrationProgress(p),
@@ -732,6 +735,16 @@ export class Daemon {
     void run.done.finally(() => this.publishState());
     this.publishState();
     return { ...run.progress };
+  }
+
+  /** The active bundle an increment changes, checked before any frame is captured. */
+  private incrementBase(inc: Increment): string {
+    const b = this.worker?.bundle;
+    if (!b) throw new RecipeError('calibrate: the station has no bundle yet; the first calibration covers every product (no add_product / add_images)');
+    const names = b.clusters.map((c) => c.name);
+    if (inc.kind === 'product' && names.includes(inc.name)) throw new RecipeError(`calibrate: the active bundle already has a cluster "${inc.name}": use add_images to extend it`);
+    if (inc.kind === 'images' && !names.includes(inc.cluster)) throw new RecipeError(`calibrate: no cluster "${inc.cluster}" in the active bundle (${names.join(', ')})`);
+    return b.path;
   }
 
   private async stopCalibration(): Promise<void> {

@@ -4,6 +4,7 @@
  * fake station and keeps HTTP concerns out of the daemon.
  */
 import type { VerdictPayload } from '../publish/payloads.ts';
+import type { Increment } from '../calibrate/build-run.ts';
 
 /** `uncalibrated`: running without a bundle (camera, MQTT, page up; no verdicts scored). */
 export type StationMode = 'starting' | 'uncalibrated' | 'inspecting' | 'paused' | 'stopping';
@@ -49,6 +50,8 @@ export interface BundleVersion {
 export interface StartCalibration {
   /** recipe overrides (images to capture, interval, ...); absent: the station's default recipe */
   recipe?: Record<string, unknown>;
+  /** change one product of the active bundle instead of calibrating every product */
+  increment?: Increment;
 }
 
 export interface StationControl {
