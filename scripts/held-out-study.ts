@@ -92,11 +92,8 @@ const testRows = [...labels.keys()];
 const banks: Record<string, { bank: Bank; selected: Int32Array }> = {};
 for (const [name, over] of [
   ['global128', {}],
-  ['2stage25', { groupImages: 1, groupShare: 0.25 }],
-  ['2stage15', { groupImages: 1, groupShare: 0.15 }],
-  ['2stage25p64', { groupImages: 1, groupShare: 0.25, projectionDim: 64 }],
-  ['2stage25p32', { groupImages: 1, groupShare: 0.25, projectionDim: 32 }],
   ['global64', { projectionDim: 64 }],
+  ['global32', { projectionDim: 32 }],
 ] as const) {
   t0 = t();
   const b = await coresetBank(ex, all, n, cs(over));
@@ -106,7 +103,7 @@ for (const [name, over] of [
   rec({ step: 'coreset', name, rows: b.bank.header.count, s, auroc_ann: auroc(sc, labels)?.toFixed(4) });
 }
 const thr = (h: number[]) => frrThreshold(h, 0.005);
-for (const bname of ['global128', '2stage25']) {
+for (const bname of ['global128', 'global32']) {
   const b = banks[bname];
   t0 = t();
   const lso = await masked(
@@ -128,8 +125,6 @@ for (const bname of ['global128', '2stage25']) {
     rec({ step: `mfold${k}`, bank: bname, thr: thr(h), s: ((t() - t0) / 1000).toFixed(1) });
   }
 }
-t0 = t();
-rec({ step: 'kfold-2stage25-ann', thr: thr(await kfold(ex, all, n, per, { groupImages: 1, groupShare: 0.25 }, ANN, 0)), s: ((t() - t0) / 1000).toFixed(1) });
 t0 = t();
 rec({ step: 'kfold-ref', thr: thr(await kfold(ex, all, n, per, {}, { mode: 'exact' }, 0)), s: ((t() - t0) / 1000).toFixed(1) });
 if (seed1) {

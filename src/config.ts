@@ -30,7 +30,7 @@ export interface SearchConfig {
 export interface EngineConfig {
   backbone: string;
   features: { input_size: string; fit: FitMode; pre_dim: number; dim: number };
-  coreset: { ratio: number; projection_dim: number; seed: number; dtype: 'float32' | 'float16'; group_images: number; group_share: number };
+  coreset: { ratio: number; projection_dim: number; seed: number; dtype: 'float32' | 'float16' };
   scoring: { reweight_neighbours: number; heatmap_sigma: number; search: SearchConfig };
   runtime: { provider: ExecutionProvider; threads: number };
   calibration: {
@@ -79,13 +79,6 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
   check(typeof c.coreset.ratio === 'number' && c.coreset.ratio > 0 && c.coreset.ratio <= 1, 'coreset.ratio', c.coreset.ratio, 'a number in (0, 1]');
   check(int(c.coreset.projection_dim) && c.coreset.projection_dim >= 0, 'coreset.projection_dim', c.coreset.projection_dim, 'an integer >= 0 (0 = no projection)');
   check(int(c.coreset.seed), 'coreset.seed', c.coreset.seed, 'an integer');
-  check(int(c.coreset.group_images) && c.coreset.group_images >= 1, 'coreset.group_images', c.coreset.group_images, 'a positive integer (images per first-stage group)');
-  check(
-    typeof c.coreset.group_share === 'number' && c.coreset.group_share > 0 && c.coreset.group_share <= 1,
-    'coreset.group_share',
-    c.coreset.group_share,
-    'a share in (0, 1]; 1 = one global greedy selection',
-  );
   check(c.coreset.dtype === 'float32' || c.coreset.dtype === 'float16', 'coreset.dtype', c.coreset.dtype, 'float32 or float16');
   check(int(c.scoring.reweight_neighbours) && c.scoring.reweight_neighbours >= 0, 'scoring.reweight_neighbours', c.scoring.reweight_neighbours, 'an integer >= 0 (0 = off, the paper uses 9)');
   check(typeof c.scoring.heatmap_sigma === 'number' && c.scoring.heatmap_sigma > 0, 'scoring.heatmap_sigma', c.scoring.heatmap_sigma, 'a positive number');
@@ -154,7 +147,7 @@ export function searchSettings(c: EngineConfig): SearchSettings {
 }
 
 export function coresetSettings(c: EngineConfig): CoresetSettings {
-  return { ratio: c.coreset.ratio, projectionDim: c.coreset.projection_dim, seed: c.coreset.seed, dtype: c.coreset.dtype, groupImages: c.coreset.group_images, groupShare: c.coreset.group_share };
+  return { ratio: c.coreset.ratio, projectionDim: c.coreset.projection_dim, seed: c.coreset.seed, dtype: c.coreset.dtype };
 }
 
 export function loadEngineConfig(siteFile?: string, overrides: Record<string, unknown> = {}): EngineConfig {

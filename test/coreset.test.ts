@@ -110,33 +110,6 @@ test('a ratio outside (0, 1] is refused', async () => {
   await assert.rejects(greedyCoreset(new Float32Array(10), 10, 1, { ratio: 0, projectionDim: 0, seed: 0 }), /ratio/);
 });
 
-test('two-stage coreset: same size, every image contributes candidates, coverage close to one global greedy', async () => {
-  // 40 "images" of 100 patches each; images differ in which rare patches they hold.
-  const images = 40,
-    per = 100,
-    dim = 8,
-    n = images * per;
-  const x = clustersWithTail(n, dim, 11);
-  const global = await greedyCoreset(x, n, dim, { ratio: 0.05, projectionDim: 0, seed: 2 });
-  const two = await greedyCoreset(x, n, dim, { ratio: 0.05, projectionDim: 0, seed: 2, groupShare: 0.25, groupSize: per });
-  assert.equal(two.length, global.length);
-  assert.equal(new Set(two).size, two.length, 'no row selected twice');
-  assert.ok(two.every((i) => i >= 0 && i < n));
-  const rGlobal = coveringRadius(x, n, dim, global);
-  const rTwo = coveringRadius(x, n, dim, two);
-  assert.ok(rTwo <= 1.5 * rGlobal, `two-stage covering radius ${rTwo} vs global ${rGlobal}`);
-  // Stage two must choose among all images' candidates, not only the first ones.
-  const fromImages = new Set(Array.from(two, (i) => Math.floor(i / per)));
-  assert.ok(fromImages.size > images / 2, `rows from ${fromImages.size} of ${images} images`);
-});
-
-test('two-stage coreset falls back to one global greedy when stage one would keep too few rows', async () => {
-  const x = clustersWithTail(2000, 8, 5);
-  const plain = await greedyCoreset(x, 2000, 8, { ratio: 0.3, projectionDim: 0, seed: 4 });
-  const two = await greedyCoreset(x, 2000, 8, { ratio: 0.3, projectionDim: 0, seed: 4, groupShare: 0.2, groupSize: 100 });
-  assert.deepEqual(Array.from(two), Array.from(plain));
-});
-
 /** Replays a selection in float64 and returns the worst ratio of a pick's distance to the farthest point's. */
 function worstGreedyRatio(x: Float32Array, n: number, dim: number, sel: ArrayLike<number>): number {
   const minD = new Float64Array(n).fill(Infinity);

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { clusterEmbeddings, finch, mergeClusters, normaliseRows, silhouette } from '../src/route/finch.ts';
+import { clusterEmbeddings, finch, mergeClusters, normaliseRows, poseScaleOf, silhouette } from '../src/route/finch.ts';
+import { POSE_ALL, poseSampled } from '../src/calibrate/calibrate.ts';
 import { seededRandom } from '../src/score/coreset.ts';
 
 /** Gaussian blobs around random unit centres in d dimensions. */
@@ -256,4 +257,18 @@ test('a product that varies continuously (light, texture) is one cluster: its gr
   assert.ok(samePartition(r.labels, Int32Array.from(truth)));
   const linked = r.merged.filter((m) => m.reason === 'linked');
   assert.ok(linked.length >= 1 && linked.every((m) => m.links! >= 0.05 && m.into === r.labels[0]), JSON.stringify(r.merged));
+});
+
+test('pose scales: every image sampled up to POSE_ALL, an even half beyond; unsampled (NaN) rows are skipped', () => {
+  for (const n of [1, 7, POSE_ALL]) assert.equal(Array.from({ length: n }, (_, i) => poseSampled(i, n)).filter(Boolean).length, n);
+  for (const n of [POSE_ALL + 1, 1000, 1513, 5000]) {
+    const picked = Array.from({ length: n }, (_, i) => i).filter((i) => poseSampled(i, n));
+    assert.equal(picked.length, Math.max(POSE_ALL, Math.ceil(n / 2)), `n ${n}`);
+    // Evenly spread: no gap longer than ceil(n / picked), so every run of consecutive images has samples.
+    const gaps = picked.slice(1).map((p, j) => p - picked[j]);
+    assert.ok(Math.max(...gaps) <= Math.ceil(n / picked.length), `n ${n}: gap ${Math.max(...gaps)}`);
+  }
+  const pose = { samples: Float32Array.from([0.1, Number.NaN, 0.3, Number.NaN, 0.2]), perRow: 1 };
+  assert.equal(poseScaleOf(pose, [0, 1, 2, 3, 4]), poseScaleOf({ samples: Float32Array.from([0.1, 0.3, 0.2]), perRow: 1 }, [0, 1, 2]));
+  assert.equal(poseScaleOf(pose, [1, 3]), 0, 'no sample: no pose scale (never merges)');
 });

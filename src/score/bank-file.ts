@@ -24,7 +24,16 @@ export interface BankHeader {
   created_at: string;
   backbone: { id: string; onnx_sha256: string };
   features: { width: number; height: number; fit: FitMode; pre_dim: number; dim: number; layers: string[]; grid: [number, number] };
-  coreset: { ratio: number; projection_dim: number; seed: number; source_patches: number; source_images: number; build_ms?: number; group_images?: number; group_share?: number };
+  coreset: {
+    ratio: number;
+    projection_dim: number;
+    seed: number;
+    source_patches: number;
+    source_images: number;
+    build_ms?: number /** banks before 2026-12-03 may record a two-stage selection */;
+    group_images?: number;
+    group_share?: number;
+  };
   count: number;
   dim: number;
   dtype: 'float32' | 'float16';

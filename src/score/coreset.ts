@@ -11,7 +11,7 @@
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../features/onnx/graph.ts';
 import { createSession } from '../features/session.ts';
-import { contiguous, gatherRows, type Rows, sqDist } from '../util/vec.ts';
+import { contiguous, type Rows, sqDist } from '../util/vec.ts';
 import { GemmKCenter } from './kcenter-gemm.ts';
 
 export interface CoresetOptions {
@@ -20,15 +20,6 @@ export interface CoresetOptions {
   /** JL projection size; 0 keeps the original features */
   projectionDim: number;
   seed: number;
-  /**
-   * Two-stage selection when set (0 < groupShare < 1): greedy k-center inside each group of `groupSize`
-   * rows (a few images' patches) first keeps this share of its rows, then the global greedy runs on
-   * those candidates only (merge and reduce). Neighbouring patches of one part are mostly
-   * near-duplicates (background, repeated texture), so the first stage drops little that the global
-   * stage would pick, at a fraction of its k*N*d cost.
-   */
-  groupShare?: number;
-  groupSize?: number;
   /** Which exact greedy runs: auto picks the batched GEMM one above GEMM_MIN_ROWS rows. */
   engine?: 'auto' | 'pruned' | 'gemm';
   onProgress?: (done: number, total: number) => void;
@@ -91,12 +82,7 @@ export async function greedyCoreset(x: Rows, n: number, dim: number, opts: Cores
   if (k === n) return Int32Array.from({ length: n }, (_, i) => i);
   const d = opts.projectionDim > 0 && opts.projectionDim < dim ? opts.projectionDim : dim;
   const proj = d === dim ? contiguous(x) : await projectOnnx(x, n, dim, projectionMatrix(dim, d, opts.seed), d);
-  const q = opts.groupShare ?? 1;
-  const g = opts.groupSize ?? 0;
-  if (!(q > 0 && q < 1 && g > 1 && Math.floor(n * q) > k)) return exactGreedy(proj, n, d, k, opts);
-  const candidates = groupCandidates(proj, n, d, g, q, opts.seed);
-  const picked = await exactGreedy(gatherRows(proj, d, candidates), candidates.length, d, k, opts);
-  return Int32Array.from(picked, (i) => candidates[i]);
+  return exactGreedy(proj, n, d, k, opts);
 }
 
 async function exactGreedy(x: Float32Array, n: number, d: number, k: number, opts: CoresetOptions): Promise<Int32Array> {
@@ -108,17 +94,6 @@ async function exactGreedy(x: Float32Array, n: number, d: number, k: number, opt
   } finally {
     await kc.release();
   }
-}
-
-/** Stage one of the two-stage coreset: each group's own greedy k-center keeps a share q of its rows. */
-function groupCandidates(proj: Float32Array, n: number, d: number, g: number, q: number, seed: number): Int32Array {
-  const out: number[] = [];
-  for (let s = 0; s < n; s += g) {
-    const rows = Math.min(g, n - s);
-    const sel = new KCenter(proj.subarray(s * d, (s + rows) * d), rows, d).select(Math.max(1, Math.round(rows * q)), seed + s);
-    for (const i of sel) out.push(s + i);
-  }
-  return Int32Array.from(out);
 }
 
 /** x's rows in runs for the projection: its own blocks, or chunks of 16,384 rows of one array. */

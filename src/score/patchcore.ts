@@ -13,14 +13,6 @@ export interface CoresetSettings {
   projectionDim: number;
   seed: number;
   dtype: 'float32' | 'float16';
-  /** two-stage coreset: images per first-stage group, and the share of a group's patches its own k-center keeps (absent or 1: one global greedy) */
-  groupImages?: number;
-  groupShare?: number;
-}
-
-/** The first-stage settings, recorded in the bank header when the two-stage selection ran. */
-function twoStage(cs: CoresetSettings): { group_images?: number; group_share?: number } {
-  return cs.groupShare !== undefined && cs.groupShare < 1 ? { group_images: cs.groupImages ?? 1, group_share: cs.groupShare } : {};
 }
 
 export type ProgressFn = (stage: string, done: number, total: number) => void;
@@ -57,8 +49,6 @@ export async function coresetBank(extractor: FeatureExtractor, all: Rows, images
     ratio: cs.ratio,
     projectionDim: cs.projectionDim,
     seed: cs.seed,
-    groupShare: cs.groupShare,
-    groupSize: extractor.patchCount * (cs.groupImages ?? 1),
     onProgress: (d, t) => progress?.('coreset', d, t),
   });
   const t2 = performance.now();
@@ -77,7 +67,7 @@ export async function coresetBank(extractor: FeatureExtractor, all: Rows, images
       layers: s.layers ?? extractor.sidecar.outputs.filter((o) => o.role === 'patch').map((o) => o.name),
       grid: [extractor.gridHeight, extractor.gridWidth],
     },
-    coreset: { ratio: cs.ratio, projection_dim: cs.projectionDim, seed: cs.seed, source_patches: n, source_images: images, build_ms: Math.round(t2 - t1), ...twoStage(cs) },
+    coreset: { ratio: cs.ratio, projection_dim: cs.projectionDim, seed: cs.seed, source_patches: n, source_images: images, build_ms: Math.round(t2 - t1) },
     count: idx.length,
     dim: D,
     dtype: cs.dtype,
