@@ -68,10 +68,10 @@ function check(cond: boolean, key: string, value: unknown, allowed: string): voi
 export function validateEngineConfig(c: EngineConfig): EngineConfig {
   const int = (v: unknown) => Number.isInteger(v);
   check(
-    c.features.input_size === 'auto' || parseInputSize(c.features.input_size) !== null,
+    autoBudget(c.features.input_size) !== null || parseInputSize(c.features.input_size) !== null,
     'features.input_size',
     c.features.input_size,
-    '"auto" or WIDTHxHEIGHT with each side from 32 to 4096, e.g. "224x224"',
+    '"auto" (the frame\'s aspect ratio at 224x224\'s pixels), "auto:S" (at S x S pixels, S 64-1024) or WIDTHxHEIGHT with each side from 32 to 4096, e.g. "224x224"',
   );
   check(FIT_MODES.includes(c.features.fit), 'features.fit', c.features.fit, `one of ${FIT_MODES.join(', ')}`);
   check(int(c.features.pre_dim) && c.features.pre_dim >= 1, 'features.pre_dim', c.features.pre_dim, 'a positive integer');
@@ -117,21 +117,30 @@ export function parseInputSize(v: unknown): { width: number; height: number } | 
 /** Pixel budget of the "auto" input size: the 224x224 the reference backbones were trained at. */
 export const AUTO_INPUT_AREA = 224 * 224;
 
+/** "auto" (224x224's pixels) or "auto:S" (S x S pixels, S from 64 to 1024): the budget in pixels, else null. */
+export function autoBudget(v: unknown): number | null {
+  if (v === 'auto') return AUTO_INPUT_AREA;
+  const m = typeof v === 'string' ? /^auto:(\d{2,4})$/.exec(v) : null;
+  const side = m ? Number(m[1]) : 0;
+  return side >= 64 && side <= 1024 ? side * side : null;
+}
+
 /**
- * "auto": keep the frames' aspect ratio at the same pixel budget as 224x224, sides rounded to
- * multiples of 32 (the deepest stride), so a tall or wide frame is neither cropped nor mostly padding.
+ * "auto": keep the frames' aspect ratio at the pixel budget of 224x224 (or of "auto:S"), sides rounded
+ * to multiples of 32 (the deepest stride), so a tall or wide frame is neither cropped nor mostly padding.
  */
-export function autoInputSize(frameWidth: number, frameHeight: number): { width: number; height: number } {
-  const w = Math.sqrt((AUTO_INPUT_AREA * frameWidth) / frameHeight);
-  const h = AUTO_INPUT_AREA / w;
+export function autoInputSize(frameWidth: number, frameHeight: number, area = AUTO_INPUT_AREA): { width: number; height: number } {
+  const w = Math.sqrt((area * frameWidth) / frameHeight);
+  const h = area / w;
   const r = (v: number) => Math.min(4096, Math.max(64, Math.round(v / 32) * 32));
   return { width: r(w), height: r(h) };
 }
 
-/** Network input size for a frame: "auto" follows the frame's aspect ratio, "WxH" is fixed. */
+/** Network input size for a frame: "auto[:S]" follows the frame's aspect ratio, "WxH" is fixed. */
 export function resolveInputSize(inputSize: string, frame: { width: number; height: number }): { width: number; height: number } {
-  const size = inputSize === 'auto' ? autoInputSize(frame.width, frame.height) : parseInputSize(inputSize);
-  if (!size) throw new ConfigError(`input size ${JSON.stringify(inputSize)} is invalid: "auto" or WIDTHxHEIGHT`);
+  const area = autoBudget(inputSize);
+  const size = area !== null ? autoInputSize(frame.width, frame.height, area) : parseInputSize(inputSize);
+  if (!size) throw new ConfigError(`input size ${JSON.stringify(inputSize)} is invalid: "auto", "auto:S" or WIDTHxHEIGHT`);
   return size;
 }
 

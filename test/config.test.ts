@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { autoInputSize, loadEngineConfig } from '../src/config.ts';
+import { autoInputSize, loadEngineConfig, resolveInputSize } from '../src/config.ts';
 
 test('default config is valid and picks the measured defaults', () => {
   const c = loadEngineConfig();
@@ -13,6 +13,11 @@ test('auto input size keeps the frame aspect at the 224x224 pixel budget', () =>
   assert.deepEqual(autoInputSize(512, 512), { width: 224, height: 224 });
   assert.deepEqual(autoInputSize(202, 512), { width: 128, height: 352 }); // KolektorSDD's tall frames
   assert.deepEqual(autoInputSize(1920, 1080), { width: 288, height: 160 });
+  // "auto:S": the same aspect at S x S pixels
+  assert.deepEqual(resolveInputSize('auto:288', { width: 900, height: 900 }), { width: 288, height: 288 });
+  assert.deepEqual(resolveInputSize('auto:224', { width: 202, height: 512 }), resolveInputSize('auto', { width: 202, height: 512 }));
+  assert.equal(loadEngineConfig(undefined, { features: { input_size: 'auto:256' } }).features.input_size, 'auto:256');
+  for (const bad of ['auto:32', 'auto:2048', 'auto:', 'auto:2x2']) assert.throws(() => loadEngineConfig(undefined, { features: { input_size: bad } }), /features.input_size/, bad);
 });
 
 test('a bad value is reported with its key, the value and what is allowed', () => {

@@ -33,6 +33,7 @@ test('recipe: the example file parses; JSONC comments and trailing commas; error
   assert.deepEqual(r.source, { kind: 'folder', path: '/site/good' }, 'relative to the recipe folder');
   assert.equal(r.defects, '/site/bad');
   assert.deepEqual(engineOverrides(r), { features: { dim: 128 }, coreset: {}, calibration: { frr_target: 0.01, threshold: 'f1' } });
+  assert.deepEqual(engineOverrides(parseRecipe({ bank: { input_size: 'auto:256' } })).features, { input_size: 'auto:256' });
   // The daemon's first, flat fields still work.
   const flat = parseRecipe({ images: 30, policy: 'interval', interval_s: 2, holdout: 0.25 });
   assert.deepEqual([flat.capture.images, flat.capture.policy, flat.capture.interval_s, flat.validation.holdout], [30, 'interval', 2, 0.25]);
@@ -45,6 +46,8 @@ test('recipe: the example file parses; JSONC comments and trailing commas; error
     [{ threshold: { frr_target: 5 } }, /recipe\.threshold\.frr_target must be a number > 0 and < 1/],
     [{ threshold: { held_out: 'jackknife' } }, /recipe\.threshold\.held_out must be kfold, /],
     [{ bank: { coreset_ratio: 0 } }, /recipe\.bank\.coreset_ratio/],
+    [{ bank: { input_size: 'auto:9999' } }, /recipe\.bank\.input_size/],
+    [{ bank: { input_size: 224 } }, /recipe\.bank\.input_size/],
     [{ bank: { size: 1 } }, /unknown recipe field "bank\.size"/],
     [{ sorce: 'camera' }, /unknown recipe field "sorce"/],
     [{ source: { folder: '' } }, /recipe\.source\.folder must be a folder path/],

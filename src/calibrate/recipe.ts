@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { HELD_OUT_METHODS, type HeldOutMethod } from '../config.ts';
+import { autoBudget, HELD_OUT_METHODS, type HeldOutMethod, parseInputSize } from '../config.ts';
 
 export type CapturePolicy = 'count' | 'interval' | 'trigger';
 export type HeldOut = HeldOutMethod;
@@ -25,7 +25,7 @@ export interface Recipe {
   /** cluster = find the products (FINCH); folders = one product per first-level subfolder */
   labels: 'cluster' | 'folders';
   /** null = the engine config's value */
-  bank: { dim: number | null; coreset_ratio: number | null };
+  bank: { dim: number | null; coreset_ratio: number | null; input_size: string | null };
   threshold: { frr_target: number | null; held_out: HeldOut | null; folds: number | null; use: 'frr' | 'f1' | null };
   /** folder of labelled defect images: scored in the report (and the F1 threshold) */
   defects: string | null;
@@ -38,7 +38,7 @@ export const DEFAULT_RECIPE: Recipe = {
   source: { kind: 'camera' },
   capture: { images: 60, policy: 'count', interval_s: 1, skip_duplicates: true, skip_blank: true },
   labels: 'cluster',
-  bank: { dim: null, coreset_ratio: null },
+  bank: { dim: null, coreset_ratio: null, input_size: null },
   threshold: { frr_target: null, held_out: null, folds: null, use: null },
   defects: null,
   validation: { holdout: 0.2, max_frr: 0.05 },
@@ -105,6 +105,11 @@ const images = (v: unknown, w: string) => num(v, w, (n) => n >= 4 && n <= 5000, 
 const intervalS = (v: unknown, w: string) => num(v, w, (n) => n >= 0 && n <= 3600, '0-3600');
 const holdout = (v: unknown, w: string) => num(v, w, (n) => n >= 0 && n < 0.9, '>= 0 and < 0.9 (a fraction)');
 const rate = (v: unknown, w: string) => num(v, w, (n) => n > 0 && n < 1, '> 0 and < 1 (a fraction)');
+const inputSize = (v: unknown): string => {
+  if (autoBudget(v) === null && (typeof v !== 'string' || parseInputSize(v) === null))
+    throw new RecipeError(`recipe.bank.input_size = ${JSON.stringify(v)?.slice(0, 40)} is invalid: "auto", "auto:S" (S x S pixels, 64-1024) or WIDTHxHEIGHT`);
+  return v as string;
+};
 const orNull = <T>(v: unknown, f: (v: unknown) => T): T | null => (v === null ? null : f(v));
 
 /**
@@ -137,8 +142,9 @@ export function parseRecipe(over: unknown, base: Recipe = DEFAULT_RECIPE, dir = 
   if (o.holdout !== undefined) r.validation.holdout = holdout(o.holdout, 'recipe.holdout');
   if (o.labels !== undefined) r.labels = oneOf(o.labels, 'recipe.labels', ['cluster', 'folders'] as const);
   if (o.bank !== undefined) {
-    const b = fields(o.bank, 'recipe.bank', ['dim', 'coreset_ratio']);
+    const b = fields(o.bank, 'recipe.bank', ['dim', 'coreset_ratio', 'input_size']);
     if (b.dim !== undefined) r.bank.dim = orNull(b.dim, (v) => num(v, 'recipe.bank.dim', (n) => n >= 8 && n <= 4096, '8-4096', true));
+    if (b.input_size !== undefined) r.bank.input_size = orNull(b.input_size, inputSize);
     if (b.coreset_ratio !== undefined) r.bank.coreset_ratio = orNull(b.coreset_ratio, (v) => num(v, 'recipe.bank.coreset_ratio', (n) => n > 0 && n <= 1, '> 0 and <= 1'));
   }
   if (o.threshold !== undefined) {
@@ -187,6 +193,7 @@ export function engineOverrides(r: Recipe): Record<string, Record<string, unknow
   const o: Record<string, Record<string, unknown>> = { features: {}, coreset: {}, calibration: {} };
   if (r.bank.dim !== null) o.features.dim = r.bank.dim;
   if (r.bank.coreset_ratio !== null) o.coreset.ratio = r.bank.coreset_ratio;
+  if (r.bank.input_size !== null) o.features.input_size = r.bank.input_size;
   const t = r.threshold;
   if (t.frr_target !== null) o.calibration.frr_target = t.frr_target;
   if (t.held_out !== null) o.calibration.held_out = t.held_out;

@@ -5,7 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { importTflite } from '../features/import-tflite.ts';
 import { resolveBackbone } from '../features/default-backbone.ts';
-import { coresetSettings, featureSettings, loadEngineConfig, parseInputSize, PROJECT_ROOT, searchSettings, type EngineConfig } from '../config.ts';
+import { coresetSettings, featureSettings, loadEngineConfig, autoBudget, parseInputSize, PROJECT_ROOT, searchSettings, type EngineConfig } from '../config.ts';
 import { evaluate } from '../eval/evaluate.ts';
 import { listCategories } from '../eval/dataset.ts';
 import { Progress } from '../util/progress.ts';
@@ -25,7 +25,7 @@ import { newBundleId } from '../bundle/bundle-file.ts';
 import { join, basename } from 'node:path';
 
 function parseSize(v: string): string {
-  if (v !== 'auto' && !parseInputSize(v)) throw new InvalidArgumentError('expected "auto" or WIDTHxHEIGHT (32..4096 each), e.g. 224x224');
+  if (autoBudget(v) === null && !parseInputSize(v)) throw new InvalidArgumentError('expected "auto", "auto:S" (S x S pixels, 64..1024) or WIDTHxHEIGHT (32..4096 each), e.g. 224x224');
   return v;
 }
 function parseIntArg(v: string): number {
@@ -59,7 +59,7 @@ function engineOptions(cmd: Command): Command {
   return cmd
     .option('--config <file>', 'site config JSON merged over config/default.json')
     .option('--backbone <dir>', 'backbone directory (backbone.json + backbone.onnx); default: config "backbone", $HCE_BACKBONE, else the built-in fallback')
-    .option('--input-size <WxH|auto>', "network input size; auto = the frames' aspect ratio at 224x224 pixels", parseSize)
+    .option('--input-size <WxH|auto|auto:S>', "network input size; auto = the frames' aspect ratio at 224x224 pixels (auto:S at SxS)", parseSize)
     .option('--fit <mode>', 'letterbox | stretch | crop')
     .option('--dim <n>', 'patch feature dimension', parseIntArg)
     .option('--pre-dim <n>', 'per-layer pooled dimension before concatenation', parseIntArg)
