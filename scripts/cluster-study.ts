@@ -340,7 +340,9 @@ async function main(): Promise<void> {
     const n = rowsOf.reduce((s, q) => s + q.length, 0);
     const dim = parts[0].folders[0].e.dim;
     const x = new Float32Array(n * dim);
-    const pose = new Float32Array(n * 3);
+    // pose distances per image: 1 since embedImages samples one turned copy per image (older caches: 3)
+    const perRow = parts[0].folders[0].e.pose.length / parts[0].folders[0].e.n;
+    const pose = new Float32Array(n * perRow);
     const truth = new Int32Array(n);
     let r = 0;
     parts.forEach(({ folders }, k) => {
@@ -349,12 +351,12 @@ async function main(): Promise<void> {
         const f = folders[Math.floor(rnd() * folders.length)];
         const src = isPosed && rnd() < 0.5 ? f.p : f.e;
         x.set(src.semantic.subarray(i * dim, (i + 1) * dim), (r - 1) * dim);
-        pose.set(src.pose.subarray(i * 3, i * 3 + 3), (r - 1) * 3);
+        pose.set(src.pose.subarray(i * perRow, (i + 1) * perRow), (r - 1) * perRow);
         truth[r - 1] = k;
       }
     });
     const t0 = performance.now();
-    const res = clusterEmbeddings(x, n, dim, opts, { samples: pose, perRow: 3 });
+    const res = clusterEmbeddings(x, n, dim, opts, { samples: pose, perRow });
     const ms = performance.now() - t0;
     const row = { types: picked, n, found: res.count, nmi: nmi(res.labels, truth), purity: purity(res.labels, truth), ms, reason: res.reason, splits: res.splits };
     rows.push(row);
