@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { clusterEmbeddings, finch, mergeClusters, normaliseRows, poseScaleOf, silhouette } from '../src/route/finch.ts';
-import { POSE_ALL, poseSampled } from '../src/calibrate/calibrate.ts';
+import { POSE_ALL, poseSampled, poseWays } from '../src/calibrate/calibrate.ts';
 import { seededRandom } from '../src/score/coreset.ts';
 
 /** Gaussian blobs around random unit centres in d dimensions. */
@@ -270,5 +270,13 @@ test('pose scales: every image sampled up to POSE_ALL, an even half beyond; unsa
   }
   const pose = { samples: Float32Array.from([0.1, Number.NaN, 0.3, Number.NaN, 0.2]), perRow: 1 };
   assert.equal(poseScaleOf(pose, [0, 1, 2, 3, 4]), poseScaleOf({ samples: Float32Array.from([0.1, 0.3, 0.2]), perRow: 1 }, [0, 1, 2]));
-  assert.equal(poseScaleOf(pose, [1, 3]), 0, 'no sample: no pose scale (never merges)');
+  assert.equal(poseScaleOf(pose, [1, 3]), poseScaleOf(pose, [0, 2, 4]), "a group without samples takes the whole set's scale");
+  // Every way of turning a part over is sampled about equally, whatever n (at 900 the image index
+  // pattern would skip the 180° turn).
+  for (const n of [3, 300, 900, 1513, 4000]) {
+    const ways = poseWays(n);
+    const count = [0, 1, 2].map((w) => ways.filter((x) => x === w).length);
+    const picked = ways.filter((x) => x >= 0).length;
+    assert.ok(Math.min(...count) >= Math.floor(picked / 3), `n ${n}: ways ${count}`);
+  }
 });

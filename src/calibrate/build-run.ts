@@ -93,7 +93,9 @@ async function buildIncrement(req: BuildRequest, inc: Increment & { base: string
   const opts = calibrationOptions(engineForBundle(c, base));
   const pool = new ExtractorPool(opts.backbone, opts.runtime);
   try {
-    const o = { ...opts, defects: req.defects, pool, log };
+    // No labelled defects inside: a one-cluster calibration would route every defect of every product
+    // to the new cluster (and its F1 threshold). They are scored below with the whole bundle.
+    const o = { ...opts, pool, log };
     const r = inc.kind === 'product' ? await addProduct(base, req.images, inc.name, o, progress) : await addImages(base, inc.cluster, req.images, o, progress);
     for (const w of r.warnings) log?.(`warning: ${w}`);
     const heldOutScores = r.bundle.clusters.map((_, i) => (i === r.changed ? r.heldOut : []));

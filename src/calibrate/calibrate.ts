@@ -108,6 +108,18 @@ export function poseSampled(i: number, n: number): boolean {
   return q >= n || Math.floor(((i + 1) * q) / n) > Math.floor((i * q) / n);
 }
 
+/**
+ * The turned-over copy of each image (turnedOver's way 0-2), -1 for an image without one. The ways
+ * go in turn over the sampled images: taken by image index, a sampling pattern could skip a way (at
+ * 900 images every third image is left out, and with it every 180° turn).
+ */
+export function poseWays(n: number): Int8Array {
+  const ways = new Int8Array(n).fill(-1);
+  let k = 0;
+  for (let i = 0; i < n; i++) if (poseSampled(i, n)) ways[i] = k++ % 3;
+  return ways;
+}
+
 /** Unit semantic embeddings of the images, each at the input size its own frame resolves to. */
 export async function embedImages(
   paths: string[],
@@ -123,6 +135,7 @@ export async function embedImages(
   const sizes: string[] = [];
   const settings = new Map<string, FeatureSettings>();
   const pose = new Float32Array(withPose ? paths.length : 0);
+  const ways = withPose ? poseWays(paths.length) : undefined;
   // Decoding runs on libuv's threads: reading the next image while the backbone runs hides most of it.
   // A read started ahead is awaited in the next turn; if this turn throws first, its rejection must not
   // surface as an unhandled one.
@@ -148,7 +161,8 @@ export async function embedImages(
     const u = normaliseRows(f.semantic, 1, dim);
     semantic.set(u, i * dim);
     cache?.put(i, key, f.patches, true); // f is this turn's own onnxruntime output
-    if (withPose) pose[i] = poseSampled(i, paths.length) ? 1 - dot(u, 0, normaliseRows(await ex.semanticOf(turnedOver(img, (i % 3) as 0 | 1 | 2)), 1, dim), 0, dim) : Number.NaN;
+    const way = ways?.[i] ?? -1;
+    if (withPose) pose[i] = way >= 0 ? 1 - dot(u, 0, normaliseRows(await ex.semanticOf(turnedOver(img, way as 0 | 1 | 2)), 1, dim), 0, dim) : Number.NaN;
     progress?.(stage, i + 1, paths.length);
   }
   return { semantic, dim, sizes, settings, ...(withPose ? { pose: { samples: pose, perRow: 1 } } : {}), ...(cache ? { patches: cache } : {}) };

@@ -205,12 +205,14 @@ export interface PoseScales {
 
 export function poseScaleOf(pose: PoseScales, rows: ArrayLike<number>): number {
   const v: number[] = [];
-  // NaN: no turned copy was embedded for that image (calibrate.ts poseSampled).
+  // NaN: no turned copy was embedded for that image (calibrate.ts poseSampled). A group none of
+  // whose images has one takes the whole set's scale: unknown is not "does not move".
   for (let i = 0; i < rows.length; i++)
     for (let k = 0; k < pose.perRow; k++) {
       const s = pose.samples[rows[i] * pose.perRow + k];
       if (!Number.isNaN(s)) v.push(s);
     }
+  if (!v.length) for (const s of pose.samples) if (!Number.isNaN(s)) v.push(s);
   return v.length ? quantile(v, 0.9) : 0;
 }
 

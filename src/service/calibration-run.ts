@@ -31,8 +31,8 @@ export interface RunSettings {
   engineConfig: string;
   backbone: string;
   station: string;
-  /** change one product of the active bundle (`base`) instead of calibrating all of them */
-  increment?: Increment & { base: string };
+  /** change one product of the active bundle instead of calibrating all of them */
+  increment?: Increment;
 }
 
 export interface RunHooks {
@@ -40,6 +40,11 @@ export interface RunHooks {
   log(level: 'info' | 'warn' | 'error', msg: string): void;
   /** files the bundle as a new version and activates it when `validated`; returns the version */
   finish(bundleFile: string, validated: boolean, run: { runId: string; report: string; problem?: string }): Promise<{ version: string; activated: boolean }>;
+  /**
+   * The bundle an increment changes: the one active when the build starts (an activate or rollback
+   * during the capture moves it); throws when the change no longer fits it.
+   */
+  incrementBase?(inc: Increment): string;
 }
 
 const RUN_ID = /^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{4}$/;
@@ -240,7 +245,7 @@ export class CalibrationRun {
       backbone: this.s.backbone,
       threads: this.s.threads,
       bundleOut,
-      ...(this.s.increment ? { increment: this.s.increment } : {}),
+      ...(this.s.increment ? { increment: { ...this.s.increment, base: this.baseOf(this.s.increment) } } : {}),
     });
     if (this.finished) return;
     const validation = validateOutcome(outcome, r.validation.max_frr);
@@ -254,6 +259,13 @@ export class CalibrationRun {
     this.writeReport(outcome, validation);
     if (validation.passed) this.end('done', `${version} active`, { version, activated, report });
     else this.end('failed', `validation failed: ${problem}`, { version, activated, report, error: problem });
+  }
+
+  private baseOf(inc: Increment): string {
+    if (!this.hooks.incrementBase) throw new Error('this station cannot change one product of its bundle');
+    const base = this.hooks.incrementBase(inc);
+    this.note(`changing ${inc.kind === 'product' ? `bundle ${base}: new product ${inc.name}` : `cluster ${inc.cluster} of ${base}`}`);
+    return base;
   }
 
   /** Forks the child, relays its progress; resolves with its outcome, rejects on failure or exit. */

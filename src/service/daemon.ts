@@ -712,7 +712,8 @@ export class Daemon {
     const recipe = recipeFrom(this.defaultRecipe(), req.recipe);
     if (recipe.capture.policy === 'trigger' && this.cfg.trigger.mode !== 'mqtt') throw new RecipeError('calibrate: policy "trigger" needs trigger.mode "mqtt" (no PLC triggers arrive otherwise)');
     const k = this.cfg.calibration;
-    const increment = req.increment && { ...req.increment, base: this.incrementBase(req.increment) };
+    if (req.increment) this.incrementBase(req.increment); // refused now, not after the capture
+    const increment = req.increment;
     const run = new CalibrationRun(
       this.runsDir(),
       {
@@ -729,6 +730,7 @@ export class Daemon {
         progress: (p) => this.onCalibrationProgress(p),
         log: (level, m) => this.log(level, m),
         finish: (file, validated, r) => this.fileCalibratedBundle(file, validated, r),
+        incrementBase: (inc) => this.incrementBase(inc),
       },
     );
     this.calRun = run;
