@@ -175,15 +175,17 @@ export async function buildAndValidate(req: BuildRequest, c: EngineConfig, progr
   };
 }
 
+type ClusterInfo = Bundle['clusters'][number]['info'];
+
+/** What the bundle says of a cluster, as the report shows it. */
+function clusterFigures(info: ClusterInfo): Pick<ClusterReport, 'name' | 'images' | 'bank' | 'threshold' | 'threshold_source' | 'routing_limit'> {
+  return { name: info.name, images: info.members.length, bank: info.bank.count, threshold: info.threshold, threshold_source: info.threshold_source, routing_limit: info.routing_limit };
+}
+
 /** A cluster an increment kept as it was: its figures from the bundle, nothing re-measured. */
-function unchangedCluster(info: Bundle['clusters'][number]['info']): ClusterReport {
+function unchangedCluster(info: ClusterInfo): ClusterReport {
   return {
-    name: info.name,
-    images: info.members.length,
-    bank: info.bank.count,
-    threshold: info.threshold,
-    threshold_source: info.threshold_source,
-    routing_limit: info.routing_limit,
+    ...clusterFigures(info),
     held_out: [],
     expected_frr: 0,
     defects: [],
@@ -224,12 +226,7 @@ export async function reportData(
     const allowed = info.threshold_source === 'frr' ? Math.ceil(h.settings.frr_target * scores.length) : 0;
     const overThumbs = () => Promise.all(spread(over, THUMBS).map((x) => thumb(x.m, `${basename(x.m)}: ${x.s.toFixed(3)}`)));
     clusters.push({
-      name: info.name,
-      images: info.members.length,
-      bank: info.bank.count,
-      threshold: info.threshold,
-      threshold_source: info.threshold_source,
-      routing_limit: info.routing_limit,
+      ...clusterFigures(info),
       held_out: scores.map((s) => Number(s.toFixed(5))),
       expected_frr: scores.length ? Number((over.length / scores.length).toFixed(4)) : 0,
       defects: defects[ci].map((s) => Number(s.toFixed(5))),
