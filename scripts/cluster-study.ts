@@ -200,6 +200,8 @@ interface TypeEmb {
   dim: number;
   semantic: Float32Array;
   pose: Float32Array;
+  /** the turned-over copies' embeddings [n, dim] (NaN rows: none), when cached */
+  turned?: Float32Array;
   /** frame area (pixels) of each image */
   frames: number[];
 }
@@ -221,14 +223,15 @@ async function embed(work: string, backbone: string): Promise<Map<string, TypeEm
         .map((f) => join(dir, f));
       const t0 = Date.now();
       const e = await embedImages(paths, pool, (f) => featureSettings(c, f), undefined, 'embed', true);
-      const buf = new Float32Array(e.semantic.length + e.pose!.samples.length);
+      const buf = new Float32Array(e.semantic.length + e.pose!.samples.length + (e.pose!.turned?.length ?? 0));
       buf.set(e.semantic);
       buf.set(e.pose!.samples, e.semantic.length);
+      if (e.pose!.turned) buf.set(e.pose!.turned, e.semantic.length + e.pose!.samples.length);
       writeFileSync(file, Buffer.from(buf.buffer));
-      writeFileSync(meta, JSON.stringify({ n: paths.length, dim: e.dim, sizes: [...new Set(e.sizes)] }));
+      writeFileSync(meta, JSON.stringify({ n: paths.length, dim: e.dim, sizes: [...new Set(e.sizes)], turned: !!e.pose!.turned }));
       console.error(`embedded ${folder}: ${paths.length} images in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     }
-    const info = JSON.parse(readFileSync(meta, 'utf8')) as { n: number; dim: number; frames?: number[] };
+    const info = JSON.parse(readFileSync(meta, 'utf8')) as { n: number; dim: number; frames?: number[]; turned?: boolean };
     if (!info.frames) {
       // frame area of each image, for --one-scale
       const dir = join(work, 'images', folder);
@@ -247,7 +250,10 @@ async function embed(work: string, backbone: string): Promise<Map<string, TypeEm
     const { n, dim, frames } = info;
     const raw = readFileSync(file);
     const all = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
-    out.set(folder, { name: folder, n, dim, semantic: all.slice(0, n * dim), pose: all.slice(n * dim), frames });
+    // semantic [n, dim], pose distances [n] and, in newer caches, the turned copies [n, dim]
+    const poseLen = info.turned ? n : all.length - n * dim;
+    const turned = info.turned ? all.slice(n * dim + poseLen) : undefined;
+    out.set(folder, { name: folder, n, dim, semantic: all.slice(0, n * dim), pose: all.slice(n * dim, n * dim + poseLen), turned, frames });
   }
   await pool.release();
   return out;
@@ -308,6 +314,7 @@ async function main(): Promise<void> {
     minClusterSize: cfg.calibration.min_cluster_size,
     recursive: !process.argv.includes('--flat'),
     ...(arg('link-merge') !== undefined ? { linkMerge: Number(arg('link-merge')) } : {}),
+    ...(arg('turned-share') !== undefined ? { turnedShare: Number(arg('turned-share')) } : {}),
   };
   if (arg('pose-merge') !== undefined) opts.poseMerge = Number(arg('pose-merge'));
   // --subsets a+b,c: those mixes; else, per mix size 1..all, every mix when there are at most
@@ -343,6 +350,8 @@ async function main(): Promise<void> {
     // pose distances per image: 1 since embedImages samples one turned copy per image (older caches: 3)
     const perRow = parts[0].folders[0].e.pose.length / parts[0].folders[0].e.n;
     const pose = new Float32Array(n * perRow);
+    const withTurned = !process.argv.includes('--no-turned') && parts.every((p) => p.folders.every((f) => f.e.turned && f.p.turned));
+    const turned = withTurned ? new Float32Array(n * dim) : undefined;
     const truth = new Int32Array(n);
     let r = 0;
     parts.forEach(({ folders }, k) => {
@@ -352,11 +361,12 @@ async function main(): Promise<void> {
         const src = isPosed && rnd() < 0.5 ? f.p : f.e;
         x.set(src.semantic.subarray(i * dim, (i + 1) * dim), (r - 1) * dim);
         pose.set(src.pose.subarray(i * perRow, (i + 1) * perRow), (r - 1) * perRow);
+        turned?.set(src.turned!.subarray(i * dim, (i + 1) * dim), (r - 1) * dim);
         truth[r - 1] = k;
       }
     });
     const t0 = performance.now();
-    const res = clusterEmbeddings(x, n, dim, opts, { samples: pose, perRow });
+    const res = clusterEmbeddings(x, n, dim, opts, { samples: pose, perRow, ...(turned ? { turned } : {}) });
     const ms = performance.now() - t0;
     const row = { types: picked, n, found: res.count, nmi: nmi(res.labels, truth), purity: purity(res.labels, truth), ms, reason: res.reason, splits: res.splits };
     rows.push(row);

@@ -280,3 +280,42 @@ test('pose scales: every image sampled up to POSE_ALL, an even half beyond; unsa
     assert.ok(Math.min(...count) >= Math.floor(picked / 3), `n ${n}: ways ${count}`);
   }
 });
+
+test('crossing test (opt-in): with turned copies kept, a pose merge needs them to cross over; poses merge, a near look-alike does not', () => {
+  const d = 16;
+  const rnd = seededRandom(21);
+  const base = normaliseRows(
+    Float32Array.from({ length: d }, () => rnd() - 0.5),
+    1,
+    d,
+  );
+  const flipped = normaliseRows(
+    Float32Array.from(base, (v, i) => v + (i === 0 ? 0.45 : 0)),
+    1,
+    d,
+  );
+  const other = normaliseRows(
+    Float32Array.from(base, (v, i) => (i === 1 ? 3 : -v)),
+    1,
+    d,
+  );
+  const groups = [base, flipped, other];
+  const n = 90;
+  const noisy = (c: Float32Array) => Array.from(c, (v) => v + 0.01 * (rnd() - 0.5));
+  const rows = (pick: (i: number) => number) => Float32Array.from(Array.from({ length: n }, (_, i) => noisy(groups[pick(i)])).flat());
+  const x = rows((i) => i % 3);
+  const samples = Float32Array.from({ length: n }, (_, i) => (i % 3 === 2 ? 0.01 : 0.1));
+  const opts = { minSilhouette: 0.2, poseMerge: 2.5, minClusterSize: 2, turnedShare: 0.2 };
+  // Turning a part of group 0 over gives one of group 1 and back: one product in two poses.
+  const crossing = rows((i) => [1, 0, 2][i % 3]);
+  const poses = clusterEmbeddings(x, n, d, opts, { samples, perRow: 1, turned: normaliseRows(crossing, n, d) });
+  assert.equal(poses.count, 2, poses.reason);
+  // Turned over, each stays in its own group (a close-up or a negative of a part): two products,
+  // though they are as near as the poses were.
+  const staying = rows((i) => i % 3);
+  const lookalike = clusterEmbeddings(x, n, d, opts, { samples, perRow: 1, turned: normaliseRows(staying, n, d) });
+  assert.equal(lookalike.count, 3, lookalike.reason);
+  // Without the turned copies, or with the test off (the default), the distance rule alone merges them.
+  assert.equal(clusterEmbeddings(x, n, d, opts, { samples, perRow: 1 }).count, 2);
+  assert.equal(clusterEmbeddings(x, n, d, { ...opts, turnedShare: undefined }, { samples, perRow: 1, turned: normaliseRows(staying, n, d) }).count, 2);
+});

@@ -136,6 +136,7 @@ export async function embedImages(
   const settings = new Map<string, FeatureSettings>();
   const pose = new Float32Array(withPose ? paths.length : 0);
   const ways = withPose ? poseWays(paths.length) : undefined;
+  let turned = new Float32Array(0);
   // Decoding runs on libuv's threads: reading the next image while the backbone runs hides most of it.
   // A read started ahead is awaited in the next turn; if this turn throws first, its rejection must not
   // surface as an unhandled one.
@@ -157,15 +158,21 @@ export async function embedImages(
     if (!dim) {
       dim = f.semantic.length;
       semantic = new Float32Array(paths.length * dim);
+      if (withPose) turned = new Float32Array(paths.length * dim).fill(Number.NaN);
     }
     const u = normaliseRows(f.semantic, 1, dim);
     semantic.set(u, i * dim);
     cache?.put(i, key, f.patches, true); // f is this turn's own onnxruntime output
     const way = ways?.[i] ?? -1;
-    if (withPose) pose[i] = way >= 0 ? 1 - dot(u, 0, normaliseRows(await ex.semanticOf(turnedOver(img, way as 0 | 1 | 2)), 1, dim), 0, dim) : Number.NaN;
+    if (withPose) pose[i] = Number.NaN;
+    if (way >= 0) {
+      const t = normaliseRows(await ex.semanticOf(turnedOver(img, way as 0 | 1 | 2)), 1, dim);
+      pose[i] = 1 - dot(u, 0, t, 0, dim);
+      turned.set(t, i * dim);
+    }
     progress?.(stage, i + 1, paths.length);
   }
-  return { semantic, dim, sizes, settings, ...(withPose ? { pose: { samples: pose, perRow: 1 } } : {}), ...(cache ? { patches: cache } : {}) };
+  return { semantic, dim, sizes, settings, ...(withPose ? { pose: { samples: pose, perRow: 1, turned } } : {}), ...(cache ? { patches: cache } : {}) };
 }
 
 function majority(values: string[]): string {

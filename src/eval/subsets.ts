@@ -8,6 +8,7 @@ import type { CalibrationOptions } from '../calibrate/calibrate.ts';
 import { clusterEmbeddings } from '../route/finch.ts';
 import { leaveOneOutDistances, Router, routingLimit, selectKeys } from '../route/router.ts';
 import { poseScaleOf } from '../route/finch.ts';
+import { gatherRows } from '../util/vec.ts';
 
 /** Every non-empty subset of `names` with at most `maxSize` members, smallest first, then in name order. */
 export function allSubsets(names: string[], maxSize = names.length): string[][] {
@@ -59,6 +60,7 @@ export function sliceEmbedded(emb: Embedded, rows: number[]): Embedded {
   const pose = emb.pose && {
     perRow: emb.pose.perRow,
     samples: Float32Array.from(rows.flatMap((r) => Array.from(emb.pose!.samples.subarray(r * emb.pose!.perRow, (r + 1) * emb.pose!.perRow)))),
+    ...(emb.pose.turned ? { turned: gatherRows(emb.pose.turned, d, rows) } : {}),
   };
   return { semantic, dim: d, sizes: rows.map((r) => emb.sizes[r]), settings: emb.settings, ...(pose ? { pose } : {}) };
 }
