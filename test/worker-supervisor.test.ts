@@ -29,9 +29,10 @@ test('supervisor: a worker stuck in a frame is detected by its heartbeat, restar
   try {
     await s.inspect(frame, opts);
     assert.equal(s.alive, true);
-    const stuck = s.inspect(frame, opts);
+    // The check is attached at once: the rejection may land before the wait below polls again.
+    const stuck = assert.rejects(s.inspect(frame, opts), /exited/);
     await waitFor('not alive', () => !s.alive, 5000);
-    await assert.rejects(stuck, /exited/);
+    await stuck;
     await waitFor('restart', () => restarts.length === 1 && s.alive, 5000);
     assert.match(restarts[0], /no answer for/);
     assert.ok(logs.some((l) => /restarting it with bundle id-of-\/bundles\/a.hcebundle/.test(l)));
