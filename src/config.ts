@@ -68,7 +68,7 @@ function check(cond: boolean, key: string, value: unknown, allowed: string): voi
 export function validateEngineConfig(c: EngineConfig): EngineConfig {
   const int = (v: unknown) => Number.isInteger(v);
   check(
-    autoBudget(c.features.input_size) !== null || parseInputSize(c.features.input_size) !== null,
+    isInputSize(c.features.input_size),
     'features.input_size',
     c.features.input_size,
     '"auto" (the frame\'s aspect ratio at 224x224\'s pixels), "auto:S" (at S x S pixels, S 64-1024) or WIDTHxHEIGHT with each side from 32 to 4096, e.g. "224x224"',
@@ -123,6 +123,11 @@ export function autoBudget(v: unknown): number | null {
   const m = typeof v === 'string' ? /^auto:(\d{2,4})$/.exec(v) : null;
   const side = m ? Number(m[1]) : 0;
   return side >= 64 && side <= 1024 ? side * side : null;
+}
+
+/** Whether v is an input size the engine takes: "auto", "auto:S" or WIDTHxHEIGHT. */
+export function isInputSize(v: unknown): boolean {
+  return autoBudget(v) !== null || parseInputSize(v) !== null;
 }
 
 /**

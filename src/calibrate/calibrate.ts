@@ -134,7 +134,7 @@ export async function embedImages(
   let dim = 0;
   const sizes: string[] = [];
   const settings = new Map<string, FeatureSettings>();
-  const pose = new Float32Array(withPose ? paths.length : 0);
+  const pose = new Float32Array(withPose ? paths.length : 0).fill(Number.NaN);
   const ways = withPose ? poseWays(paths.length) : undefined;
   let turned = new Float32Array(0);
   // Decoding runs on libuv's threads: reading the next image while the backbone runs hides most of it.
@@ -164,7 +164,6 @@ export async function embedImages(
     semantic.set(u, i * dim);
     cache?.put(i, key, f.patches, true); // f is this turn's own onnxruntime output
     const way = ways?.[i] ?? -1;
-    if (withPose) pose[i] = Number.NaN;
     if (way >= 0) {
       const t = normaliseRows(await ex.semanticOf(turnedOver(img, way as 0 | 1 | 2)), 1, dim);
       pose[i] = 1 - dot(u, 0, t, 0, dim);

@@ -80,8 +80,11 @@ export interface IncrementResult {
   warnings: string[];
 }
 
+/** A product (cluster) name: letters, digits, _ . - only, at most 64 (it names files and topics' payloads). */
+export const PRODUCT_NAME = /^[\w.-]{1,64}$/;
+
 export async function addProduct(b: Bundle, images: string[], name: string, opts: ClusterOptions, progress?: ProgressFn): Promise<IncrementResult> {
-  if (!/^[\w.-]{1,64}$/.test(name)) throw new CalibrationError(`product name "${name.slice(0, 70)}": letters, digits, _ . - only, at most 64`);
+  if (!PRODUCT_NAME.test(name)) throw new CalibrationError(`product name "${name.slice(0, 70)}": letters, digits, _ . - only, at most 64`);
   if (b.clusters.some((c) => c.info.name === name)) throw new CalibrationError(`the bundle already has a cluster "${name}": use add-images to extend it`);
   const { cluster, heldOut, embedded } = await calibrateCluster(b, images, name, opts, progress);
   cluster.info.id = b.clusters.length;

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { autoBudget, HELD_OUT_METHODS, type HeldOutMethod, parseInputSize } from '../config.ts';
+import { HELD_OUT_METHODS, type HeldOutMethod, isInputSize } from '../config.ts';
 
 export type CapturePolicy = 'count' | 'interval' | 'trigger';
 export type HeldOut = HeldOutMethod;
@@ -106,8 +106,7 @@ const intervalS = (v: unknown, w: string) => num(v, w, (n) => n >= 0 && n <= 360
 const holdout = (v: unknown, w: string) => num(v, w, (n) => n >= 0 && n < 0.9, '>= 0 and < 0.9 (a fraction)');
 const rate = (v: unknown, w: string) => num(v, w, (n) => n > 0 && n < 1, '> 0 and < 1 (a fraction)');
 const inputSize = (v: unknown): string => {
-  if (autoBudget(v) === null && (typeof v !== 'string' || parseInputSize(v) === null))
-    throw new RecipeError(`recipe.bank.input_size = ${JSON.stringify(v)?.slice(0, 40)} is invalid: "auto", "auto:S" (S x S pixels, 64-1024) or WIDTHxHEIGHT`);
+  if (!isInputSize(v)) throw new RecipeError(`recipe.bank.input_size = ${JSON.stringify(v)?.slice(0, 40)} is invalid: "auto", "auto:S" (S x S pixels, 64-1024) or WIDTHxHEIGHT`);
   return v as string;
 };
 const orNull = <T>(v: unknown, f: (v: unknown) => T): T | null => (v === null ? null : f(v));

@@ -5,7 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { importTflite } from '../features/import-tflite.ts';
 import { resolveBackbone } from '../features/default-backbone.ts';
-import { coresetSettings, featureSettings, loadEngineConfig, autoBudget, parseInputSize, PROJECT_ROOT, searchSettings, type EngineConfig } from '../config.ts';
+import { coresetSettings, featureSettings, loadEngineConfig, isInputSize, PROJECT_ROOT, searchSettings, type EngineConfig } from '../config.ts';
 import { evaluate } from '../eval/evaluate.ts';
 import { listCategories } from '../eval/dataset.ts';
 import { Progress } from '../util/progress.ts';
@@ -25,7 +25,7 @@ import { newBundleId } from '../bundle/bundle-file.ts';
 import { join, basename } from 'node:path';
 
 function parseSize(v: string): string {
-  if (autoBudget(v) === null && !parseInputSize(v)) throw new InvalidArgumentError('expected "auto", "auto:S" (S x S pixels, 64..1024) or WIDTHxHEIGHT (32..4096 each), e.g. 224x224');
+  if (!isInputSize(v)) throw new InvalidArgumentError('expected "auto", "auto:S" (S x S pixels, 64..1024) or WIDTHxHEIGHT (32..4096 each), e.g. 224x224');
   return v;
 }
 function parseIntArg(v: string): number {

@@ -136,7 +136,8 @@ export class FeatureExtractor {
 
   /**
    * The semantic embedding alone: onnxruntime runs only the nodes its output needs, so the patch head
-   * is skipped (calibration's turned-over pose copies need nothing else; about 30% less time).
+   * is skipped (calibration's turned-over pose copies need nothing else). It saved about 30% on the
+   * AMD reference box; on the Xeon box of 2026-12-03 the backbone dominates and it saves about 1%.
    */
   async semanticOf(img: RgbImage): Promise<Float32Array> {
     const out = await this.session.run(this.feeds((await this.prepare(img)).x), [HEAD_SEMANTIC]);

@@ -3,6 +3,7 @@
  * uses to pick one partition of the FINCH hierarchy. Works on L2-normalised semantic embeddings.
  */
 import { quantile } from '../util/stats.ts';
+import { gatherRows } from '../util/vec.ts';
 
 export interface Partition {
   /** cluster index of each input row, 0..count-1 */
@@ -315,12 +316,6 @@ function restrictedLevels(parts: Partition[], rows: number[], maxCount: number):
   return out;
 }
 
-function gather(u: Float32Array, d: number, rows: number[]): Float32Array {
-  const out = new Float32Array(rows.length * d);
-  rows.forEach((r, i) => out.set(u.subarray(r * d, (r + 1) * d), i * d));
-  return out;
-}
-
 /**
  * Recursive partition choice. FINCH's hierarchy can lack a level with one cluster per product: with
  * one far product and three closer ones the best level is "far | the rest" and no level holds all
@@ -365,7 +360,7 @@ export function clusterEmbeddings(x: Float32Array, n: number, d: number, opts: C
     const { node, rows } = queue.shift()!;
     const root = node === '0';
     const levels = root ? parts : restrictedLevels(parts, rows, Math.max(2, Math.floor(rows.length / Math.max(1, opts.minClusterSize))));
-    const sub = root ? u : gather(u, d, rows);
+    const sub = root ? u : gatherRows(u, d, rows);
     let best = -1;
     let bestS = -Infinity;
     levels.forEach((p, i) => {
@@ -385,7 +380,7 @@ export function clusterEmbeddings(x: Float32Array, n: number, d: number, opts: C
       levels[best],
       opts.poseMerge,
       opts.minClusterSize,
-      pose && { samples: gatherPose(pose, rows), perRow: pose.perRow, turned: gatherTurned(pose, rows, d) },
+      pose && { samples: gatherPose(pose, rows), perRow: pose.perRow, turned: opts.turnedShare && pose.turned ? gatherRows(pose.turned, d, rows) : undefined },
       linksOf(rows),
       opts.turnedShare,
     );
@@ -442,14 +437,6 @@ export function clusterEmbeddings(x: Float32Array, n: number, d: number, opts: C
   const count = (why: MergeStep['reason']) => merged.filter((m) => m.reason === why).length;
   if (merged.length) reason += `; ${count('pose')} pose, ${count('linked')} linked and ${count('small')} small-cluster merges -> ${last.count}`;
   return { labels: last.labels, count: last.count, hierarchy, chosen, reason, merged, splits };
-}
-
-function gatherTurned(pose: PoseScales, rows: number[], d: number): Float32Array | undefined {
-  const t = pose.turned;
-  if (!t) return undefined;
-  const out = new Float32Array(rows.length * d);
-  rows.forEach((r, i) => out.set(t.subarray(r * d, (r + 1) * d), i * d));
-  return out;
 }
 
 function gatherPose(pose: PoseScales, rows: number[]): Float32Array {

@@ -30,7 +30,8 @@ export interface BankHeader {
     seed: number;
     source_patches: number;
     source_images: number;
-    build_ms?: number /** banks before 2026-12-03 may record a two-stage selection */;
+    build_ms?: number;
+    /** banks before 2026-12-03 may record a two-stage selection */
     group_images?: number;
     group_share?: number;
   };

@@ -19,6 +19,7 @@ import { calibrationReport } from './calibration-report.ts';
 import { engineOverrides, parseRecipe, RecipeError, type Recipe } from '../calibrate/recipe.ts';
 import { listImagesRecursive } from '../eval/dataset.ts';
 import type { Increment } from '../calibrate/build-run.ts';
+import { PRODUCT_NAME } from '../calibrate/incremental.ts';
 
 export { RecipeError, type Recipe };
 
@@ -78,8 +79,6 @@ export function recipeFrom(base: Recipe, over: Record<string, unknown> | undefin
     throw new RecipeError(`calibrate: ${(e as Error).message}`);
   }
 }
-
-const PRODUCT_NAME = /^[\w.-]{1,64}$/;
 
 /**
  * cmd/calibrate's `add_product` ("name": the frames captured are a new product, appended to the

@@ -713,7 +713,6 @@ export class Daemon {
     if (recipe.capture.policy === 'trigger' && this.cfg.trigger.mode !== 'mqtt') throw new RecipeError('calibrate: policy "trigger" needs trigger.mode "mqtt" (no PLC triggers arrive otherwise)');
     const k = this.cfg.calibration;
     if (req.increment) this.incrementBase(req.increment); // refused now, not after the capture
-    const increment = req.increment;
     const run = new CalibrationRun(
       this.runsDir(),
       {
@@ -724,7 +723,7 @@ export class Daemon {
         engineConfig: k.engine_config ? resolve(k.engine_config) : '',
         backbone: resolve(this.cfg.backbone),
         station: this.cfg.station,
-        ...(increment ? { increment } : {}),
+        ...(req.increment ? { increment: req.increment } : {}),
       },
       {
         progress: (p) => this.onCalibrationProgress(p),
