@@ -7,10 +7,11 @@
  *
  *   node --import tsx scripts/cluster-study.ts [--data ../shared/datasets] [--work scratch/B/study]
  *        [--backbone models/mnv2-ptq] [--per-size N] [--seed S] [--posed] [--colour] [--only a,b,c]
- *        [--subsets a+b,c] [--flat] [--pose-merge F] [--link-merge S] [--one-scale] [--json out.json]
+ *        [--subsets a+b,c] [--flat] [--pose-merge F] [--link-merge S] [--scale-merge M] [--one-scale] [--json out.json]
  *
  * --flat: the partition choice once on the whole set (HierCore as published), for comparison.
  * --one-scale: the surfaces only in their small frames (up to 320x240), see README.
+ * --scale-merge M: the scale test's least mixing (default calibration.scale_merge; 0 = off, as before it).
  *
  * --posed: every image of every product is replaced, with probability 1/2, by a copy of it in a random
  * other pose (rotations by 90° on square frames, 180°, mirror images): one product in several poses
@@ -25,6 +26,9 @@ import { ExtractorPool } from '../src/features/extractor-pool.ts';
 import { nmi, purity } from '../src/eval/metrics.ts';
 import { clusterEmbeddings, type ClusteringOptions } from '../src/route/finch.ts';
 import { seededRandom } from '../src/score/coreset.ts';
+import { cropImage, readImage } from '../src/features/image.ts';
+import { normaliseRows } from '../src/route/finch.ts';
+import { applyScaleMerge, SCALE_SAMPLES, scaleMerge, type CropEmbedder, type FrameSize } from '../src/route/scale-merge.ts';
 
 type Derive = (img: Sharp, meta: Metadata, rnd: () => number) => Promise<Sharp> | Sharp;
 
@@ -204,12 +208,14 @@ interface TypeEmb {
   turned?: Float32Array;
   /** frame area (pixels) of each image */
   frames: number[];
+  /** frame size of each image */
+  dims: FrameSize[];
+  paths: string[];
 }
 
 /** Unit semantic embeddings and pose distances of every image folder, cached in work/emb/<folder>.f32. */
-async function embed(work: string, backbone: string): Promise<Map<string, TypeEmb>> {
+async function embed(work: string, backbone: string, pool: ExtractorPool): Promise<Map<string, TypeEmb>> {
   const c = loadEngineConfig(undefined, { backbone });
-  const pool = new ExtractorPool(resolve(backbone), { provider: 'cpu' });
   const out = new Map<string, TypeEmb>();
   mkdirSync(join(work, 'emb'), { recursive: true });
   for (const folder of readdirSync(join(work, 'images')).sort()) {
@@ -231,32 +237,43 @@ async function embed(work: string, backbone: string): Promise<Map<string, TypeEm
       writeFileSync(meta, JSON.stringify({ n: paths.length, dim: e.dim, sizes: [...new Set(e.sizes)], turned: !!e.pose!.turned }));
       console.error(`embedded ${folder}: ${paths.length} images in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     }
-    const info = JSON.parse(readFileSync(meta, 'utf8')) as { n: number; dim: number; frames?: number[]; turned?: boolean };
-    if (!info.frames) {
-      // frame area of each image, for --one-scale
-      const dir = join(work, 'images', folder);
-      const files = readdirSync(dir)
-        .filter((f) => f.endsWith('.png'))
-        .sort();
-      info.frames = await Promise.all(
-        files.map(async (f) =>
-          sharp(join(dir, f))
+    const info = JSON.parse(readFileSync(meta, 'utf8')) as { n: number; dim: number; frames?: number[]; dims?: FrameSize[]; turned?: boolean };
+    const dir = join(work, 'images', folder);
+    const paths = readdirSync(dir)
+      .filter((f) => f.endsWith('.png'))
+      .sort()
+      .map((f) => join(dir, f));
+    if (!info.dims) {
+      // frame size of each image, for --one-scale and the scale test
+      info.dims = await Promise.all(
+        paths.map(async (f) =>
+          sharp(f)
             .metadata()
-            .then((m) => m.width! * m.height!),
+            .then((m) => ({ width: m.width!, height: m.height! })),
         ),
       );
+      info.frames = info.dims.map((d) => d.width * d.height);
       writeFileSync(meta, JSON.stringify(info));
     }
-    const { n, dim, frames } = info;
+    const { n, dim, frames, dims } = info as Required<typeof info>;
     const raw = readFileSync(file);
     const all = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
     // semantic [n, dim], pose distances [n] and, in newer caches, the turned copies [n, dim]
     const poseLen = info.turned ? n : all.length - n * dim;
     const turned = info.turned ? all.slice(n * dim + poseLen) : undefined;
-    out.set(folder, { name: folder, n, dim, semantic: all.slice(0, n * dim), pose: all.slice(n * dim, n * dim + poseLen), turned, frames });
+    out.set(folder, { name: folder, n, dim, semantic: all.slice(0, n * dim), pose: all.slice(n * dim, n * dim + poseLen), turned, frames, dims, paths });
   }
-  await pool.release();
   return out;
+}
+
+/** The backbone's crop embedder for the scale test (calibrate.ts does the same from its image list). */
+function cropEmbedder(pool: ExtractorPool, backbone: string, paths: string[]): CropEmbedder {
+  const c = loadEngineConfig(undefined, { backbone });
+  return async (i, window) => {
+    const crop = cropImage(await readImage(paths[i]), window);
+    const ex = await pool.get(featureSettings(c, crop));
+    return normaliseRows(await ex.semanticOf(crop), 1, 1280);
+  };
 }
 
 function arg(name: string, def?: string): string | undefined {
@@ -289,6 +306,19 @@ const SURFACES = ['mesh', 'grain', 'dots', 'brushed'];
 /** --colour: bottle also arrives grayscale and hue-shifted (same bottle, other camera or light). */
 const COLOUR_BOTTLE = ['bottle', 'bottle-lit', 'bottle-gray', 'bottle-tint'];
 
+/** What went wrong: clusters holding several products (10%+ of each) and products spread over several clusters. */
+function confusion(labels: Int32Array, count: number, truth: Int32Array, names: string[]): string {
+  const m = Array.from({ length: count }, () => new Array<number>(names.length).fill(0));
+  labels.forEach((c, i) => m[c][truth[i]]++);
+  const size = names.map((_, k) => truth.filter((t) => t === k).length);
+  const mixed = m
+    .map((row) => row.flatMap((v, k) => (v >= 0.1 * size[k] ? [names[k]] : [])))
+    .filter((ps) => ps.length > 1)
+    .map((ps) => ps.join('='));
+  const split = names.filter((_, k) => m.filter((row) => row[k] >= 0.1 * size[k]).length > 1);
+  return `merged: ${mixed.join(', ') || '-'}; split: ${split.join(', ') || '-'}`;
+}
+
 function binomial(n: number, k: number): number {
   let r = 1;
   for (let i = 1; i <= k; i++) r = (r * (n - i + 1)) / i;
@@ -304,7 +334,8 @@ async function main(): Promise<void> {
   const oneScale = process.argv.includes('--one-scale');
   const rnd = seededRandom(Number(arg('seed', '1')));
   await derive(data, work);
-  const emb = await embed(work, backbone);
+  const pool = new ExtractorPool(resolve(backbone), { provider: 'cpu' });
+  const emb = await embed(work, backbone, pool);
   if (process.argv.includes('--colour')) PRODUCTS.bottle = COLOUR_BOTTLE;
   const names = (arg('only') ?? Object.keys(PRODUCTS).join(',')).split(',');
   const cfg = loadEngineConfig(undefined, { backbone });
@@ -353,6 +384,8 @@ async function main(): Promise<void> {
     const withTurned = !process.argv.includes('--no-turned') && parts.every((p) => p.folders.every((f) => f.e.turned && f.p.turned));
     const turned = withTurned ? new Float32Array(n * dim) : undefined;
     const truth = new Int32Array(n);
+    const paths: string[] = [];
+    const dims: FrameSize[] = [];
     let r = 0;
     parts.forEach(({ folders }, k) => {
       for (const i of rowsOf[k]) {
@@ -363,16 +396,23 @@ async function main(): Promise<void> {
         pose.set(src.pose.subarray(i * perRow, (i + 1) * perRow), (r - 1) * perRow);
         turned?.set(src.turned!.subarray(i * dim, (i + 1) * dim), (r - 1) * dim);
         truth[r - 1] = k;
+        paths.push(src.paths[i]);
+        dims.push(src.dims[i]);
       }
     });
     const t0 = performance.now();
-    const res = clusterEmbeddings(x, n, dim, opts, { samples: pose, perRow, ...(turned ? { turned } : {}) });
+    let res = clusterEmbeddings(x, n, dim, opts, { samples: pose, perRow, ...(turned ? { turned } : {}) });
     const ms = performance.now() - t0;
+    const scaleMix = Number(arg('scale-merge', String(cfg.calibration.scale_merge)));
+    const t1 = performance.now();
+    if (scaleMix > 0) res = applyScaleMerge(res, await scaleMerge(res.labels, res.count, dims, cropEmbedder(pool, backbone, paths), { minMixing: scaleMix, samples: SCALE_SAMPLES }));
+    const scaleMs = performance.now() - t1;
     const row = { types: picked, n, found: res.count, nmi: nmi(res.labels, truth), purity: purity(res.labels, truth), ms, reason: res.reason, splits: res.splits };
     rows.push(row);
     const ok = row.found === picked.length && row.nmi >= 0.98 && row.purity >= 0.98;
+    const detail = ok ? '' : ` | ${confusion(res.labels, res.count, truth, picked)}`;
     console.log(
-      `${ok ? 'ok  ' : 'FAIL'} ${picked.length} ${row.found} nmi=${row.nmi.toFixed(3)} pur=${row.purity.toFixed(3)} n=${n} ${ms.toFixed(0)}ms ${picked.join('+')}${ok ? '' : ` | ${res.reason}`}`,
+      `${ok ? 'ok  ' : 'FAIL'} ${picked.length} ${row.found} nmi=${row.nmi.toFixed(3)} pur=${row.purity.toFixed(3)} n=${n} ${ms.toFixed(0)}+${scaleMs.toFixed(0)}ms ${picked.join('+')}${ok ? '' : ` | ${res.reason}`}${detail}`,
     );
   }
   const fails = rows.filter((q) => q.found !== q.types.length || q.nmi < 0.98 || q.purity < 0.98);
@@ -389,6 +429,7 @@ async function main(): Promise<void> {
   console.log(`${rows.length - fails.length}/${rows.length} mixes pass (clusters = products, NMI >= 0.98, purity >= 0.98)${isPosed ? ', products in mixed poses' : ''}`);
   const json = arg('json');
   if (json) writeFileSync(json, JSON.stringify(rows, null, 1));
+  await pool.release();
 }
 
 await main();

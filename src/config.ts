@@ -41,6 +41,7 @@ export interface EngineConfig {
     min_cluster_size: number;
     min_silhouette: number;
     pose_merge: number;
+    scale_merge: number;
     keys: KeyMode;
     key_count: number;
     routing_limit: LimitRule;
@@ -97,6 +98,12 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
   check(int(k.min_cluster_size) && k.min_cluster_size >= 2, 'calibration.min_cluster_size', k.min_cluster_size, 'an integer >= 2 (and >= folds)');
   check(typeof k.min_silhouette === 'number' && k.min_silhouette >= -1 && k.min_silhouette <= 1, 'calibration.min_silhouette', k.min_silhouette, 'a number in [-1, 1]');
   check(typeof k.pose_merge === 'number' && k.pose_merge >= 0 && k.pose_merge <= 100, 'calibration.pose_merge', k.pose_merge, 'a factor in [0, 100] (0 = never merge groups as poses)');
+  check(
+    typeof k.scale_merge === 'number' && k.scale_merge >= 0 && k.scale_merge <= 1,
+    'calibration.scale_merge',
+    k.scale_merge,
+    'a mixing share in [0, 1] (0 = never merge clusters of other frame sizes)',
+  );
   check(KEY_MODES.includes(k.keys), 'calibration.keys', k.keys, `one of ${KEY_MODES.join(', ')}`);
   check(int(k.key_count) && k.key_count >= 1, 'calibration.key_count', k.key_count, 'a positive integer');
   const rl = k.routing_limit ?? ({} as LimitRule);

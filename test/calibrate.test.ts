@@ -136,3 +136,56 @@ test('bundle file: truncation, corruption, wrong magic and version are clear err
   assert.throws(() => readBundleFile(join(dir, 'missing.hcebundle')), /cannot read bundle .*missing/);
   assert.equal(readFileSync(file).length, bytes.length);
 });
+
+/** A dark grid of pitch 12 px at any frame size: one texture, whatever the window it is filmed in. */
+function grid(width: number, height: number, seed: number): Uint8Array {
+  const shift = seed % 12;
+  const img = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const line = (x + shift) % 12 < 3 || (y + 2 * shift) % 12 < 3;
+      const v = (line ? 20 : 190) + ((x * 7 + y * 13 + seed) % 9);
+      img.set([v, line ? v : v * 0.7, line ? v : v * 0.4], 3 * (y * width + x));
+    }
+  }
+  return img;
+}
+
+test('calibrate: a texture in two frame sizes is one cluster, and the scale test that compared it with another product is in the header', async () => {
+  const dir = tempDir('cal-scale');
+  const bb = writeSyntheticBackbone(join(dir, 'bb'));
+  mkdirSync(join(dir, 'mixed'), { recursive: true });
+  const images: string[] = [];
+  for (let i = 0; i < 12; i++) {
+    for (const [w, h] of [
+      [96, 96],
+      [192, 96],
+    ]) {
+      const p = join(dir, 'mixed', `grid_${w}_${i}.png`);
+      await writePng(p, grid(w, h, i), w, h);
+      images.push(p);
+    }
+  }
+  images.push(...(await writeSet(join(dir, 'mixed'), 'plate', 16, 300)));
+  const { bundle } = await calibrate(options(bb, images));
+  const k = bundle.header.calibration.clustering!;
+  assert.equal(bundle.clusters.length, 2, k.reason);
+  for (const c of bundle.clusters) assert.equal(new Set(c.info.members.map((m) => m.split('/').pop()!.split('_')[0])).size, 1, k.reason);
+  // the plate (96x96) was compared with the grid cluster (96x96 and 192x96) cropped to 96x96 and kept apart
+  const tests = k.scale_tests ?? [];
+  assert.ok(tests.length >= 1, k.reason);
+  for (const t of tests) assert.equal(t.window, '96x96');
+  assert.ok(tests.some((t) => t.mixing < 0.4));
+  assert.deepEqual(decodeBundle(encodeBundle(bundle)).header.calibration.clustering?.scale_tests, tests);
+  // FINCH splits this grid by frame size (the input scales 96 px and 192 px frames differently); the
+  // scale test is what joins it, and the merge is logged
+  const merged = k.merged as { reason: string; window?: string }[];
+  assert.ok(
+    merged.some((m) => m.reason === 'scale' && m.window === '96x96'),
+    k.reason,
+  );
+  const o = options(bb, images);
+  const off = await calibrate({ ...o, clustering: { ...o.clustering, scaleMerge: 0 } });
+  assert.equal(off.bundle.clusters.length, 3, off.bundle.header.calibration.clustering!.reason);
+  assert.equal(off.bundle.header.calibration.clustering!.scale_tests, undefined);
+});

@@ -114,19 +114,21 @@ test('routerFor builds the router calibrate() builds, without banks', async () =
   const pool = new ExtractorPool(bb);
   const emb = await embedImages(images, pool, opts.features, undefined, 'embed', true);
   const { bundle } = await calibrate({ ...opts, pool, embedded: emb });
-  const { router, clusters } = routerFor(
+  const { router, clusters } = await routerFor(
     sliceEmbedded(
       emb,
       images.map((_, i) => i),
     ),
     opts,
+    undefined,
+    { images, features: opts.features, pool },
   );
   assert.equal(clusters, bundle.clusters.length);
   assert.deepEqual(
     router.clusters.map((c) => [c.count, c.limit]),
     bundle.clusters.map((c) => [c.info.keys.count, c.info.routing_limit]),
   );
-  const labelled = routerFor(
+  const labelled = await routerFor(
     emb,
     opts,
     images.map((p) => p.split('/').at(-4)!),

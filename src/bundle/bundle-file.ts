@@ -17,6 +17,7 @@
  * them with, re-weighting 0 and sigma 4, and marked `scoring.legacy`.
  */
 import type { SplitStep } from '../route/finch.ts';
+import type { ScalePair } from '../route/scale-merge.ts';
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { constants as bufferConstants } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
@@ -113,6 +114,8 @@ export interface BundleHeader {
       merged: unknown[];
       /** the recursive "one product or several?" tests, parents first (absent in older bundles) */
       splits?: ClusterSplit[];
+      /** the scale test's pairs: clusters of other frame sizes compared at one pixel scale (absent in older bundles) */
+      scale_tests?: ScalePair[];
     };
     duration_s: number;
   };
@@ -350,7 +353,11 @@ function checkHeader(raw: unknown, version: number, label: string): BundleHeader
   s.oneOf(calibration.mode, 'calibration.mode', ['cluster', 'known_class']);
   s.int(calibration.images, 'calibration.images');
   s.array(h.clusters, 'clusters', 1).forEach((c, i) => checkCluster(s, c, i, semanticDim));
-  if (calibration.clustering !== undefined) checkSplits(s, s.object(calibration.clustering, 'calibration.clustering').splits, (h.clusters as unknown[]).length);
+  if (calibration.clustering !== undefined) {
+    const k = s.object(calibration.clustering, 'calibration.clustering');
+    checkSplits(s, k.splits, (h.clusters as unknown[]).length);
+    checkScaleTests(s, k.scale_tests);
+  }
   if (h.defect_types !== undefined) s.array(s.object(h.defect_types, 'defect_types').clusters, 'defect_types.clusters');
   return { ...h, format_version: version, scoring, settings } as unknown as BundleHeader;
 }
@@ -411,6 +418,19 @@ function checkSplits(s: HeaderShape, v: unknown, clusters: number): void {
     s.int(o.groups, `${at}.groups`, 1);
     if (typeof o.split !== 'boolean') s.fail(`${at}.split`, 'true or false');
     if (o.cluster !== undefined && s.int(o.cluster, `${at}.cluster`) >= clusters) s.fail(`${at}.cluster`, `a cluster id < ${clusters}`);
+  });
+}
+
+function checkScaleTests(s: HeaderShape, v: unknown): void {
+  if (v === undefined) return;
+  s.array(v, 'calibration.clustering.scale_tests').forEach((x, i) => {
+    const at = `calibration.clustering.scale_tests[${i}]`;
+    const o = s.object(x, at);
+    s.int(o.a, `${at}.a`);
+    s.int(o.b, `${at}.b`);
+    if (!/^\d+x\d+$/.test(s.str(o.window, `${at}.window`))) s.fail(`${at}.window`, 'a frame size like 256x256');
+    s.num(o.mixing, `${at}.mixing`, 0);
+    s.num(o.distance, `${at}.distance`, -1);
   });
 }
 

@@ -4,7 +4,7 @@
  * threshold from held-out scores (k fold banks, or the one bank with each image's own rows masked).
  * Returns a Bundle; the caller writes it.
  */
-import { readImage, type RgbImage } from '../features/image.ts';
+import { cropImage, readImage, type FitMode, type RgbImage } from '../features/image.ts';
 import { cacheBudgetBytes, PatchCache } from './patch-cache.ts';
 import type { FeatureSettings } from '../features/extractor.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
@@ -19,7 +19,7 @@ import { clusterEmbeddings, dot, normaliseRows, poseScaleOf, type ClusteringOpti
 import { keyDistances, leaveOneOutDistances, routingLimit, selectKeys, type KeyMode, type LimitRule } from '../route/router.ts';
 import { f1Threshold, frrThreshold, kFolds, summarise } from './threshold.ts';
 import { BUNDLE_FORMAT_VERSION, newBundleId, type Bundle, type BundleCluster, type ClusterInfo } from '../bundle/bundle-file.ts';
-import type { FitMode } from '../features/image.ts';
+import { applyScaleMerge, SCALE_MERGE, SCALE_SAMPLES, scaleMerge, type CropEmbedder, type FrameSize } from '../route/scale-merge.ts';
 import type { ProgressFn } from '../score/patchcore.ts';
 import type { Bank } from '../score/bank-file.ts';
 
@@ -66,6 +66,8 @@ export interface Embedded {
   semantic: Float32Array; // [n, dim], unit rows
   dim: number;
   sizes: string[]; // input size key per image
+  /** each image's frame size (the scale test compares groups of different sizes at one pixel scale) */
+  frames: FrameSize[];
   settings: Map<string, FeatureSettings>;
   /**
    * with `withPose`: each image's distance to one copy of it turned over — turned 180°, mirrored
@@ -133,6 +135,7 @@ export async function embedImages(
   let semantic = new Float32Array(0);
   let dim = 0;
   const sizes: string[] = [];
+  const frames: FrameSize[] = [];
   const settings = new Map<string, FeatureSettings>();
   const pose = new Float32Array(withPose ? paths.length : 0).fill(Number.NaN);
   const ways = withPose ? poseWays(paths.length) : undefined;
@@ -153,6 +156,7 @@ export async function embedImages(
     const key = `${s.width}x${s.height}`;
     settings.set(key, s);
     sizes.push(key);
+    frames.push({ width: img.width, height: img.height });
     const ex = await pool.get(s);
     const f = await ex.extract(img);
     if (!dim) {
@@ -171,7 +175,29 @@ export async function embedImages(
     }
     progress?.(stage, i + 1, paths.length);
   }
-  return { semantic, dim, sizes, settings, ...(withPose ? { pose: { samples: pose, perRow: 1, turned } } : {}), ...(cache ? { patches: cache } : {}) };
+  return { semantic, dim, sizes, frames, settings, ...(withPose ? { pose: { samples: pose, perRow: 1, turned } } : {}), ...(cache ? { patches: cache } : {}) };
+}
+
+/** What the scale test needs to crop images again: their files, the feature settings per frame, a pool. */
+export interface ScaleInputs {
+  images: string[];
+  features: CalibrationOptions['features'];
+  pool: ExtractorPool;
+}
+
+/**
+ * The scale test after the partition choice (scale-merge.ts): clusters of different frame sizes that
+ * are one product at a common pixel scale become one. Crops are read again from the image files.
+ */
+export async function mergeScales(c: ClusteringResult, emb: Embedded, minMixing: number, io: ScaleInputs, progress?: ProgressFn): Promise<ClusteringResult> {
+  if (!(minMixing > 0) || c.count < 2) return c;
+  const embed: CropEmbedder = async (i, window) => {
+    const crop = cropImage(await readImage(io.images[i]), window);
+    const ex = await io.pool.get(io.features(crop));
+    return normaliseRows(await ex.semanticOf(crop), 1, emb.dim);
+  };
+  const progressOf = (done: number, total: number) => progress?.('clustering', done, total + 1);
+  return applyScaleMerge(c, await scaleMerge(c.labels, c.count, emb.frames, embed, { minMixing, samples: SCALE_SAMPLES, progress: progressOf }));
 }
 
 function majority(values: string[]): string {
@@ -227,6 +253,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
         throw new CalibrationError(`${n} images are fewer than the minimum cluster size ${opts.clustering.minClusterSize}: add nominal images or lower calibration.min_cluster_size`);
       progress?.('clustering', 0, 1);
       clustering = clusterEmbeddings(semantic, n, dim, opts.clustering, emb.pose);
+      clustering = await mergeScales(clustering, emb, opts.clustering.scaleMerge ?? SCALE_MERGE, { images: opts.images, features: opts.features, pool }, progress);
       progress?.('clustering', 1, 1);
       part = { labels: clustering.labels, count: clustering.count, names: Array.from({ length: clustering.count }, (_, i) => `cluster-${i}`) };
       log(`clustering: ${clustering.reason}`);
@@ -372,6 +399,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
                   reason: clustering.reason,
                   merged: clustering.merged,
                   splits: clustering.splits,
+                  ...(clustering.scaleTests ? { scale_tests: clustering.scaleTests } : {}),
                 },
               }
             : {}),

@@ -230,7 +230,8 @@ export async function evaluateSubsets(opts: SubsetEvaluationOptions, progress: P
           const key = `${mode}|${subsetName(rest)}`;
           if (!routers.has(key)) {
             const rows = rowsOf(rest);
-            routers.set(key, routerFor(sliceEmbedded(trainEmb, rows), opts, mode === 'known_class' ? rows.map((i) => names[trainCat[i]]) : undefined));
+            const scale = { images: rows.map((i) => train[i]), features: opts.features, pool };
+            routers.set(key, await routerFor(sliceEmbedded(trainEmb, rows), opts, mode === 'known_class' ? rows.map((i) => names[trainCat[i]]) : undefined, scale));
           }
           out[x] = unknownProduct(routers.get(key)!, test, testSemantic, dim, names.indexOf(x), new Set(rest.map((r) => names.indexOf(r))));
         }

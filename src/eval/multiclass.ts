@@ -165,7 +165,7 @@ export async function evaluateMulticlass(opts: MulticlassOptions, progress: Prog
   const unknownProduct: Record<string, unknown> = {};
   for (const [hi, held] of cats.entries()) {
     const rows = train.map((_, i) => i).filter((i) => trainCat[i] !== hi);
-    const { router, clusters } = routerFor(sliceEmbedded(trainEmb, rows), opts);
+    const { router, clusters } = await routerFor(sliceEmbedded(trainEmb, rows), opts, undefined, { images: rows.map((i) => train[i]), features: opts.features, pool });
     const cl = { count: clusters };
     const isUnknown = (v: Float32Array) => router.route(v).cluster === null;
     let heldUnknown = 0;

@@ -3,8 +3,8 @@
  * and the routing a calibration of one mix would have (for the leave-one-product-out check, which
  * needs no banks).
  */
-import type { Embedded } from '../calibrate/calibrate.ts';
-import type { CalibrationOptions } from '../calibrate/calibrate.ts';
+import { mergeScales, type CalibrationOptions, type Embedded, type ScaleInputs } from '../calibrate/calibrate.ts';
+import { SCALE_MERGE } from '../route/scale-merge.ts';
 import { clusterEmbeddings } from '../route/finch.ts';
 import { leaveOneOutDistances, Router, routingLimit, selectKeys } from '../route/router.ts';
 import { poseScaleOf } from '../route/finch.ts';
@@ -62,23 +62,27 @@ export function sliceEmbedded(emb: Embedded, rows: number[]): Embedded {
     samples: Float32Array.from(rows.flatMap((r) => Array.from(emb.pose!.samples.subarray(r * emb.pose!.perRow, (r + 1) * emb.pose!.perRow)))),
     ...(emb.pose.turned ? { turned: gatherRows(emb.pose.turned, d, rows) } : {}),
   };
-  return { semantic, dim: d, sizes: rows.map((r) => emb.sizes[r]), settings: emb.settings, ...(pose ? { pose } : {}) };
+  return { semantic, dim: d, sizes: rows.map((r) => emb.sizes[r]), frames: rows.map((r) => emb.frames[r]), settings: emb.settings, ...(pose ? { pose } : {}) };
 }
 
 export type RoutingSettings = Pick<CalibrationOptions, 'clustering' | 'keyMode' | 'keyCount' | 'limit'>;
 
 /**
  * The router calibrate() would build from these embeddings (clusters by FINCH, or one per label), without
- * building any bank: keys and routing limits per cluster, the same rules.
+ * building any bank: keys and routing limits per cluster, the same rules (the scale test too, given
+ * the images to crop).
  */
-export function routerFor(emb: Embedded, opts: RoutingSettings, labels?: string[]): { router: Router; clusters: number } {
+export async function routerFor(emb: Embedded, opts: RoutingSettings, labels?: string[], scale?: ScaleInputs): Promise<{ router: Router; clusters: number }> {
   const n = emb.sizes.length;
   const d = emb.dim;
   let part: { labels: Int32Array; count: number };
   if (labels) {
     const names = [...new Set(labels)].sort();
     part = { labels: Int32Array.from(labels, (l) => names.indexOf(l)), count: names.length };
-  } else part = clusterEmbeddings(emb.semantic, n, d, opts.clustering, emb.pose);
+  } else {
+    const c = clusterEmbeddings(emb.semantic, n, d, opts.clustering, emb.pose);
+    part = scale ? await mergeScales(c, emb, opts.clustering.scaleMerge ?? SCALE_MERGE, scale) : c;
+  }
   const clusters = Array.from({ length: part.count }, (_, c) => {
     const members = Array.from({ length: n }, (_, i) => i).filter((i) => part.labels[i] === c);
     const u = sliceEmbedded(emb, members).semantic;

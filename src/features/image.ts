@@ -279,3 +279,14 @@ export function toTensorData(rgb: Uint8Array, width: number, height: number, sca
   }
   return x;
 }
+
+/** The rectangle `r` of an image (clamped to the frame), as a new image. */
+export function cropImage(img: RgbImage, r: { left: number; top: number; width: number; height: number }): RgbImage {
+  const left = Math.max(0, Math.min(img.width - 1, Math.floor(r.left)));
+  const top = Math.max(0, Math.min(img.height - 1, Math.floor(r.top)));
+  const width = Math.max(1, Math.min(img.width - left, Math.floor(r.width)));
+  const height = Math.max(1, Math.min(img.height - top, Math.floor(r.height)));
+  const data = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) data.set(img.data.subarray(3 * ((top + y) * img.width + left), 3 * ((top + y) * img.width + left + width)), 3 * y * width);
+  return { width, height, data };
+}

@@ -187,6 +187,8 @@ export interface ClusteringOptions {
    * share of the smaller group's nearest-neighbour links lead into the other (0 = never; default 0.05)
    */
   linkMerge?: number;
+  /** calibrate's scale test after the choice (scale-merge.ts): least mixing at a common pixel scale to merge (default SCALE_MERGE, 0 = off) */
+  scaleMerge?: number;
   /** with turned copies kept: the share of one group's turned copies that must fall nearer the other for a pose merge (default TURNED_SHARE: off) */
   turnedShare?: number;
 }
@@ -248,7 +250,7 @@ export function poseScaleOf(pose: PoseScales, rows: ArrayLike<number>): number {
 }
 
 export interface MergeStep {
-  reason: 'pose' | 'linked' | 'small';
+  reason: 'pose' | 'linked' | 'small' | 'scale';
   /** images in the absorbed cluster */
   size: number;
   /** cosine distance between the two cluster means */
@@ -257,6 +259,9 @@ export interface MergeStep {
   limit?: number;
   /** linked merges: share of the smaller group's nearest-neighbour links that lead into the other */
   links?: number;
+  /** scale merges: the common frame size both were cropped to ("WxH") and their mixing there */
+  window?: string;
+  mixing?: number;
   /** final id of the cluster it went into */
   into: number;
 }
@@ -290,6 +295,8 @@ export interface ClusteringResult extends Partition {
   merged: MergeStep[];
   /** every split test, parents before children */
   splits: SplitStep[];
+  /** the scale test's pairs (scale-merge.ts), when it ran */
+  scaleTests?: { a: number; b: number; window: string; mixing: number; distance: number }[];
 }
 
 interface RowMerge {

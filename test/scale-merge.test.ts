@@ -1,0 +1,149 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { normaliseRows } from '../src/route/finch.ts';
+import { applyScaleMerge, mixing, scaleMerge, type CropWindow, type FrameSize } from '../src/route/scale-merge.ts';
+import { seededRandom } from '../src/score/coreset.ts';
+import { cropImage } from '../src/features/image.ts';
+
+const D = 16;
+
+/** A unit row near direction `axis` (0..D-1) with noise `spread`. */
+function near(axis: number, spread: number, rnd: () => number): Float32Array {
+  const v = Float32Array.from({ length: D }, () => (rnd() - 0.5) * spread);
+  v[axis] += 1;
+  return normaliseRows(v, 1, D);
+}
+
+function stack(rows: Float32Array[]): Float32Array {
+  const out = new Float32Array(rows.length * D);
+  rows.forEach((r, i) => out.set(r, i * D));
+  return out;
+}
+
+test('mixing: one distribution mixes (about 1), two separated ones do not (0)', () => {
+  const rnd = seededRandom(3);
+  const a = Array.from({ length: 16 }, () => near(0, 0.4, rnd));
+  const b = Array.from({ length: 16 }, () => near(0, 0.4, rnd));
+  const c = Array.from({ length: 16 }, () => near(5, 0.4, rnd));
+  assert.ok(mixing(stack([...a, ...b]), 16, 16, D) > 0.6);
+  assert.equal(mixing(stack([...a, ...c]), 16, 16, D), 0);
+  // a tight group beside a diffuse one of the same centre: the tight side keeps its links, so the pair does not count as mixed
+  const tight = Array.from({ length: 16 }, () => near(0, 0.02, rnd));
+  const wide = Array.from({ length: 16 }, () => near(0, 2, rnd));
+  assert.ok(mixing(stack([...tight, ...wide]), 16, 16, D) < 0.3);
+});
+
+test('mixing stays in [0, ~2] and is 0 when either side has fewer than 2 rows', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 12 }), fc.integer({ min: 0, max: 12 }), fc.integer({ min: 1, max: 1000 }), (na, nb, seed) => {
+      const rnd = seededRandom(seed);
+      const rows = stack(Array.from({ length: na + nb }, () => near(Math.floor(rnd() * 3), 1, rnd)));
+      const m = mixing(rows, na, nb, D);
+      if (na < 2 || nb < 2) return m === 0;
+      return m >= 0 && m <= (na + nb - 1) / Math.min(na, nb) + 1e-9;
+    }),
+  );
+});
+
+/**
+ * Three clusters: a surface at 256x256 (0) and at 512x256 (1), FINCH having split it by frame size,
+ * and another product at 256x256 (2). The embedder plays the backbone at one pixel scale: a crop of
+ * the surface looks the same wherever it is taken, the other product looks like itself.
+ */
+function surfaceCase() {
+  const frames: FrameSize[] = [];
+  const labels: number[] = [];
+  const product: number[] = [];
+  const add = (n: number, f: FrameSize, label: number, p: number) => {
+    for (let i = 0; i < n; i++) {
+      frames.push(f);
+      labels.push(label);
+      product.push(p);
+    }
+  };
+  add(20, { width: 256, height: 256 }, 0, 0);
+  add(30, { width: 512, height: 256 }, 1, 0);
+  add(20, { width: 256, height: 256 }, 2, 1);
+  add(20, { width: 128, height: 300 }, 3, 2);
+  const rnd = seededRandom(11);
+  const calls: { image: number; window: CropWindow }[] = [];
+  const embed = async (image: number, window: CropWindow) => {
+    calls.push({ image, window });
+    return near(product[image] * 4, 0.5, rnd);
+  };
+  return { frames, labels: Int32Array.from(labels), embed, calls };
+}
+
+test('scaleMerge joins one surface split by frame size, not another product, and crops inside the frames', async () => {
+  const k = surfaceCase();
+  const r = await scaleMerge(k.labels, 4, k.frames, k.embed, { minMixing: 0.4, samples: 16 });
+  assert.equal(r.count, 3);
+  // clusters 0 and 1 are one now; 2 and 3 keep their own
+  assert.equal(r.labels[0], r.labels[25]);
+  assert.notEqual(r.labels[0], r.labels[55]);
+  assert.notEqual(r.labels[55], r.labels[80]);
+  assert.deepEqual(
+    r.merged.map((m) => [m.reason, m.size, m.window]),
+    [['scale', 20, '256x256']],
+  );
+  // 0 and 2 share their frame size: FINCH compared them already, so the pair is not tested
+  assert.ok(!r.tested.some((t) => t.a === 0 && t.b === 2));
+  assert.equal(r.tested.find((t) => t.a === 0 && t.b === 3)?.window, '128x256');
+  for (const { image, window } of k.calls) {
+    const f = k.frames[image];
+    assert.ok(window.left >= 0 && window.top >= 0 && window.left + window.width <= f.width && window.top + window.height <= f.height, JSON.stringify({ f, window }));
+  }
+  // each cluster's sample is cropped once per window: cluster 1 at 256x256 and at 128x256
+  assert.equal(k.calls.length, new Set(k.calls.map((c) => `${c.image}|${c.window.width}x${c.window.height}`)).size);
+});
+
+test('scaleMerge with 0 is off, and applyScaleMerge renumbers the log and the split leaves', async () => {
+  const k = surfaceCase();
+  const off = await scaleMerge(k.labels, 4, k.frames, k.embed, { minMixing: 0, samples: 16 });
+  assert.equal(off.count, 4);
+  assert.equal(k.calls.length, 0);
+  const on = await scaleMerge(k.labels, 4, k.frames, k.embed, { minMixing: 0.4, samples: 16 });
+  const base = {
+    labels: k.labels,
+    count: 4,
+    hierarchy: [],
+    chosen: 0,
+    reason: 'best silhouette 0.5 at 4 clusters',
+    merged: [{ reason: 'small' as const, size: 3, distance: 0.1, into: 3 }],
+    splits: [0, 1, 2, 3].map((c) => ({ node: `0.${c}`, size: 1, level: null, silhouette: null, groups: 1, split: false, cluster: c })),
+  };
+  const c = applyScaleMerge(base, on);
+  assert.equal(c.count, 3);
+  assert.match(c.reason, /1 scale merges .* -> 3$/);
+  assert.deepEqual(
+    c.splits.map((s) => s.cluster),
+    [c.labels[0], c.labels[25], c.labels[55], c.labels[80]],
+  );
+  assert.equal(c.merged[0].into, c.labels[80]);
+  assert.equal(c.merged[1].reason, 'scale');
+});
+
+test('cropImage copies the rectangle and clamps it to the frame', () => {
+  const img = { width: 4, height: 3, data: Uint8Array.from({ length: 36 }, (_, i) => i) };
+  const c = cropImage(img, { left: 1, top: 1, width: 2, height: 2 });
+  assert.deepEqual([c.width, c.height], [2, 2]);
+  assert.deepEqual([...c.data], [15, 16, 17, 18, 19, 20, 27, 28, 29, 30, 31, 32]);
+  const edge = cropImage(img, { left: 3, top: 2, width: 10, height: 10 });
+  assert.deepEqual([edge.width, edge.height, ...edge.data], [1, 1, 33, 34, 35]);
+});
+
+test('scaleMerge leaves a pair alone when the common window is a small part of the frames', async () => {
+  const frames: FrameSize[] = [...Array.from({ length: 16 }, () => ({ width: 1024, height: 1024 })), ...Array.from({ length: 16 }, () => ({ width: 1024, height: 96 }))];
+  const labels = Int32Array.from(frames, (_, i) => (i < 16 ? 0 : 1));
+  const rnd = seededRandom(2);
+  let calls = 0;
+  const embed = async () => {
+    calls++;
+    return near(0, 0.5, rnd);
+  };
+  const r = await scaleMerge(labels, 2, frames, embed, { minMixing: 0.4, samples: 16 });
+  assert.equal(r.count, 2);
+  assert.equal(calls, 0);
+  assert.deepEqual(r.tested, []);
+});
