@@ -7,11 +7,12 @@
  *
  *   node --import tsx scripts/cluster-study.ts [--data ../shared/datasets] [--work scratch/B/study]
  *        [--backbone models/mnv2-ptq] [--per-size N] [--seed S] [--posed] [--colour] [--only a,b,c]
- *        [--subsets a+b,c] [--flat] [--pose-merge F] [--link-merge S] [--scale-merge M] [--one-scale] [--json out.json]
+ *        [--subsets a+b,c] [--flat] [--pose-merge F] [--link-merge S] [--scale-merge M] [--turn-merge M] [--one-scale] [--json out.json]
  *
  * --flat: the partition choice once on the whole set (HierCore as published), for comparison.
  * --one-scale: the surfaces only in their small frames (up to 320x240), see README.
- * --scale-merge M: the scale test's least mixing (default calibration.scale_merge; 0 = off, as before it).
+ * --scale-merge M, --turn-merge M: the view tests' least mixing (defaults calibration.scale_merge and
+ * calibration.turn_merge; 0 = off, as before them).
  *
  * --posed: every image of every product is replaced, with probability 1/2, by a copy of it in a random
  * other pose (rotations by 90° on square frames, 180°, mirror images): one product in several poses
@@ -20,15 +21,13 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import sharp, { type Metadata, type Sharp } from 'sharp';
-import { embedImages } from '../src/calibrate/calibrate.ts';
+import { embedImages, mergeViews } from '../src/calibrate/calibrate.ts';
 import { featureSettings, loadEngineConfig } from '../src/config.ts';
 import { ExtractorPool } from '../src/features/extractor-pool.ts';
 import { nmi, purity } from '../src/eval/metrics.ts';
 import { clusterEmbeddings, type ClusteringOptions } from '../src/route/finch.ts';
 import { seededRandom } from '../src/score/coreset.ts';
-import { cropImage, readImage } from '../src/features/image.ts';
-import { normaliseRows } from '../src/route/finch.ts';
-import { applyScaleMerge, SCALE_SAMPLES, scaleMerge, type CropEmbedder, type FrameSize } from '../src/route/scale-merge.ts';
+import type { FrameSize } from '../src/route/scale-merge.ts';
 
 type Derive = (img: Sharp, meta: Metadata, rnd: () => number) => Promise<Sharp> | Sharp;
 
@@ -266,16 +265,6 @@ async function embed(work: string, backbone: string, pool: ExtractorPool): Promi
   return out;
 }
 
-/** The backbone's crop embedder for the scale test (calibrate.ts does the same from its image list). */
-function cropEmbedder(pool: ExtractorPool, backbone: string, paths: string[]): CropEmbedder {
-  const c = loadEngineConfig(undefined, { backbone });
-  return async (i, window) => {
-    const crop = cropImage(await readImage(paths[i]), window);
-    const ex = await pool.get(featureSettings(c, crop));
-    return normaliseRows(await ex.semanticOf(crop), 1, 1280);
-  };
-}
-
 function arg(name: string, def?: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : def;
@@ -345,7 +334,7 @@ async function main(): Promise<void> {
     minClusterSize: cfg.calibration.min_cluster_size,
     recursive: !process.argv.includes('--flat'),
     ...(arg('link-merge') !== undefined ? { linkMerge: Number(arg('link-merge')) } : {}),
-    ...(arg('turned-share') !== undefined ? { turnedShare: Number(arg('turned-share')) } : {}),
+    turnedShare: Number(arg('turned-share', String(cfg.calibration.turned_share))),
   };
   if (arg('pose-merge') !== undefined) opts.poseMerge = Number(arg('pose-merge'));
   // --subsets a+b,c: those mixes; else, per mix size 1..all, every mix when there are at most
@@ -368,7 +357,7 @@ async function main(): Promise<void> {
       subsets.push(...[...seen].map((m) => m.split('+')));
     }
   }
-  const rows: { types: string[]; n: number; found: number; nmi: number; purity: number; ms: number; reason: string; splits: unknown }[] = [];
+  const rows: { types: string[]; n: number; found: number; nmi: number; purity: number; ms: number; reason: string; splits: unknown; views?: unknown }[] = [];
   for (const picked of subsets) {
     const parts = picked.map((t) => ({ t, folders: PRODUCTS[t].map((f) => ({ e: emb.get(f)!, p: emb.get(`${f}@posed`)! })) }));
     for (const { t, folders } of parts) if (folders.some((f) => !f.e)) throw new Error(`no embeddings for ${t}`);
@@ -403,11 +392,22 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     let res = clusterEmbeddings(x, n, dim, opts, { samples: pose, perRow, ...(turned ? { turned } : {}) });
     const ms = performance.now() - t0;
-    const scaleMix = Number(arg('scale-merge', String(cfg.calibration.scale_merge)));
+    const views = { scale: Number(arg('scale-merge', String(cfg.calibration.scale_merge))), turn: Number(arg('turn-merge', String(cfg.calibration.turn_merge))) };
     const t1 = performance.now();
-    if (scaleMix > 0) res = applyScaleMerge(res, await scaleMerge(res.labels, res.count, dims, cropEmbedder(pool, backbone, paths), { minMixing: scaleMix, samples: SCALE_SAMPLES }));
+    const viewEmb = { semantic: x, dim, frames: dims, sizes: [], settings: new Map() };
+    res = await mergeViews(res, viewEmb, views, { images: paths, features: (f) => featureSettings(cfg, f), pool });
     const scaleMs = performance.now() - t1;
-    const row = { types: picked, n, found: res.count, nmi: nmi(res.labels, truth), purity: purity(res.labels, truth), ms, reason: res.reason, splits: res.splits };
+    const row = {
+      types: picked,
+      n,
+      found: res.count,
+      nmi: nmi(res.labels, truth),
+      purity: purity(res.labels, truth),
+      ms,
+      reason: res.reason,
+      splits: res.splits,
+      views: { turn: res.turnTests, scale: res.scaleTests },
+    };
     rows.push(row);
     const ok = row.found === picked.length && row.nmi >= 0.98 && row.purity >= 0.98;
     const detail = ok ? '' : ` | ${confusion(res.labels, res.count, truth, picked)}`;

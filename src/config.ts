@@ -42,6 +42,8 @@ export interface EngineConfig {
     min_silhouette: number;
     pose_merge: number;
     scale_merge: number;
+    turn_merge: number;
+    turned_share: number;
     keys: KeyMode;
     key_count: number;
     routing_limit: LimitRule;
@@ -103,6 +105,13 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
     'calibration.scale_merge',
     k.scale_merge,
     'a mixing share in [0, 1] (0 = never merge clusters of other frame sizes)',
+  );
+  check(typeof k.turn_merge === 'number' && k.turn_merge >= 0 && k.turn_merge <= 1, 'calibration.turn_merge', k.turn_merge, 'a mixing share in [0, 1] (0 = never merge clusters as quarter turns)');
+  check(
+    typeof k.turned_share === 'number' && k.turned_share >= 0 && k.turned_share <= 1,
+    'calibration.turned_share',
+    k.turned_share,
+    "a share in [0, 1] of a group's turned-over copies that must fall nearer the other group for a pose merge (0 = no crossing test)",
   );
   check(KEY_MODES.includes(k.keys), 'calibration.keys', k.keys, `one of ${KEY_MODES.join(', ')}`);
   check(int(k.key_count) && k.key_count >= 1, 'calibration.key_count', k.key_count, 'a positive integer');

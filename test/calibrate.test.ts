@@ -177,6 +177,10 @@ test('calibrate: a texture in two frame sizes is one cluster, and the scale test
   for (const t of tests) assert.equal(t.window, '96x96');
   assert.ok(tests.some((t) => t.mixing < 0.4));
   assert.deepEqual(decodeBundle(encodeBundle(bundle)).header.calibration.clustering?.scale_tests, tests);
+  // the quarter-turn test compared the 96x96 grids with the 96x96 plates (a turned plate is no grid)
+  const turns = k.turn_tests ?? [];
+  assert.ok(turns.length >= 1 && turns.every((t) => t.window === '96x96'), JSON.stringify(turns));
+  assert.ok(!(k.merged as { reason: string }[]).some((m) => m.reason === 'turn'), k.reason);
   // FINCH splits this grid by frame size (the input scales 96 px and 192 px frames differently); the
   // scale test is what joins it, and the merge is logged
   const merged = k.merged as { reason: string; window?: string }[];

@@ -116,6 +116,8 @@ export interface BundleHeader {
       splits?: ClusterSplit[];
       /** the scale test's pairs: clusters of other frame sizes compared at one pixel scale (absent in older bundles) */
       scale_tests?: ScalePair[];
+      /** the quarter-turn test's pairs: a cluster's turned copies against another's images (absent in older bundles) */
+      turn_tests?: ScalePair[];
     };
     duration_s: number;
   };
@@ -356,7 +358,8 @@ function checkHeader(raw: unknown, version: number, label: string): BundleHeader
   if (calibration.clustering !== undefined) {
     const k = s.object(calibration.clustering, 'calibration.clustering');
     checkSplits(s, k.splits, (h.clusters as unknown[]).length);
-    checkScaleTests(s, k.scale_tests);
+    checkScaleTests(s, k.scale_tests, 'scale_tests');
+    checkScaleTests(s, k.turn_tests, 'turn_tests');
   }
   if (h.defect_types !== undefined) s.array(s.object(h.defect_types, 'defect_types').clusters, 'defect_types.clusters');
   return { ...h, format_version: version, scoring, settings } as unknown as BundleHeader;
@@ -421,10 +424,10 @@ function checkSplits(s: HeaderShape, v: unknown, clusters: number): void {
   });
 }
 
-function checkScaleTests(s: HeaderShape, v: unknown): void {
+function checkScaleTests(s: HeaderShape, v: unknown, field: string): void {
   if (v === undefined) return;
-  s.array(v, 'calibration.clustering.scale_tests').forEach((x, i) => {
-    const at = `calibration.clustering.scale_tests[${i}]`;
+  s.array(v, `calibration.clustering.${field}`).forEach((x, i) => {
+    const at = `calibration.clustering.${field}[${i}]`;
     const o = s.object(x, at);
     s.int(o.a, `${at}.a`);
     s.int(o.b, `${at}.b`);

@@ -4,7 +4,7 @@
  * threshold from held-out scores (k fold banks, or the one bank with each image's own rows masked).
  * Returns a Bundle; the caller writes it.
  */
-import { cropImage, readImage, type FitMode, type RgbImage } from '../features/image.ts';
+import { cropImage, readImage, turnedQuarter, type FitMode, type RgbImage } from '../features/image.ts';
 import { cacheBudgetBytes, PatchCache } from './patch-cache.ts';
 import type { FeatureSettings } from '../features/extractor.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
@@ -20,6 +20,7 @@ import { keyDistances, leaveOneOutDistances, routingLimit, selectKeys, type KeyM
 import { f1Threshold, frrThreshold, kFolds, summarise } from './threshold.ts';
 import { BUNDLE_FORMAT_VERSION, newBundleId, type Bundle, type BundleCluster, type ClusterInfo } from '../bundle/bundle-file.ts';
 import { applyScaleMerge, SCALE_MERGE, SCALE_SAMPLES, scaleMerge, type CropEmbedder, type FrameSize } from '../route/scale-merge.ts';
+import { TURN_MERGE, turnMerge, type TurnEmbedder } from '../route/turn-merge.ts';
 import type { ProgressFn } from '../score/patchcore.ts';
 import type { Bank } from '../score/bank-file.ts';
 
@@ -178,26 +179,42 @@ export async function embedImages(
   return { semantic, dim, sizes, frames, settings, ...(withPose ? { pose: { samples: pose, perRow: 1, turned } } : {}), ...(cache ? { patches: cache } : {}) };
 }
 
-/** What the scale test needs to crop images again: their files, the feature settings per frame, a pool. */
-export interface ScaleInputs {
+/** What the view tests need to read images again: their files, the feature settings per frame, a pool. */
+export interface ViewInputs {
   images: string[];
   features: CalibrationOptions['features'];
   pool: ExtractorPool;
 }
 
+/** Least mixing of the two view tests (0 turns one off). */
+export interface ViewMerges {
+  turn: number;
+  scale: number;
+}
+
+export function viewMerges(o: ClusteringOptions): ViewMerges {
+  return { turn: o.turnMerge ?? TURN_MERGE, scale: o.scaleMerge ?? SCALE_MERGE };
+}
+
 /**
- * The scale test after the partition choice (scale-merge.ts): clusters of different frame sizes that
- * are one product at a common pixel scale become one. Crops are read again from the image files.
+ * The view tests after the partition choice: first clusters that are one product turned a quarter
+ * (turn-merge.ts), then clusters of different frame sizes that are one product at a common pixel
+ * scale (scale-merge.ts) become one. Both read the images again from their files.
  */
-export async function mergeScales(c: ClusteringResult, emb: Embedded, minMixing: number, io: ScaleInputs, progress?: ProgressFn): Promise<ClusteringResult> {
-  if (!(minMixing > 0) || c.count < 2) return c;
-  const embed: CropEmbedder = async (i, window) => {
-    const crop = cropImage(await readImage(io.images[i]), window);
-    const ex = await io.pool.get(io.features(crop));
-    return normaliseRows(await ex.semanticOf(crop), 1, emb.dim);
-  };
-  const progressOf = (done: number, total: number) => progress?.('clustering', done, total + 1);
-  return applyScaleMerge(c, await scaleMerge(c.labels, c.count, emb.frames, embed, { minMixing, samples: SCALE_SAMPLES, progress: progressOf }));
+export async function mergeViews(c0: ClusteringResult, emb: Embedded, m: ViewMerges, io: ViewInputs, progress?: ProgressFn): Promise<ClusteringResult> {
+  const semanticOf = async (img: RgbImage) => normaliseRows(await (await io.pool.get(io.features(img))).semanticOf(img), 1, emb.dim);
+  let c = c0;
+  if (m.turn > 0 && c.count > 1) {
+    const turn: TurnEmbedder = async (i) => semanticOf(turnedQuarter(await readImage(io.images[i])));
+    const progressOf = (done: number, total: number) => progress?.('clustering (turns)', done, total);
+    c = applyScaleMerge(c, await turnMerge(c.labels, c.count, emb.frames, emb.semantic, emb.dim, turn, { minMixing: m.turn, samples: SCALE_SAMPLES, progress: progressOf }), 'turn');
+  }
+  if (m.scale > 0 && c.count > 1) {
+    const crop: CropEmbedder = async (i, window) => semanticOf(cropImage(await readImage(io.images[i]), window));
+    const progressOf = (done: number, total: number) => progress?.('clustering (frame sizes)', done, total);
+    c = applyScaleMerge(c, await scaleMerge(c.labels, c.count, emb.frames, crop, { minMixing: m.scale, samples: SCALE_SAMPLES, progress: progressOf }));
+  }
+  return c;
 }
 
 function majority(values: string[]): string {
@@ -253,7 +270,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
         throw new CalibrationError(`${n} images are fewer than the minimum cluster size ${opts.clustering.minClusterSize}: add nominal images or lower calibration.min_cluster_size`);
       progress?.('clustering', 0, 1);
       clustering = clusterEmbeddings(semantic, n, dim, opts.clustering, emb.pose);
-      clustering = await mergeScales(clustering, emb, opts.clustering.scaleMerge ?? SCALE_MERGE, { images: opts.images, features: opts.features, pool }, progress);
+      clustering = await mergeViews(clustering, emb, viewMerges(opts.clustering), { images: opts.images, features: opts.features, pool }, progress);
       progress?.('clustering', 1, 1);
       part = { labels: clustering.labels, count: clustering.count, names: Array.from({ length: clustering.count }, (_, i) => `cluster-${i}`) };
       log(`clustering: ${clustering.reason}`);
@@ -399,6 +416,7 @@ export async function calibrate(opts: CalibrationOptions, progress?: ProgressFn)
                   reason: clustering.reason,
                   merged: clustering.merged,
                   splits: clustering.splits,
+                  ...(clustering.turnTests ? { turn_tests: clustering.turnTests } : {}),
                   ...(clustering.scaleTests ? { scale_tests: clustering.scaleTests } : {}),
                 },
               }

@@ -11,7 +11,7 @@ export function calibrationOptions(c: EngineConfig): Omit<CalibrationOptions, 'i
     features: (frame) => featureSettings(c, frame),
     coreset: coresetSettings(c),
     scoring: { reweightNeighbours: c.scoring.reweight_neighbours, sigma: c.scoring.heatmap_sigma },
-    clustering: { minSilhouette: k.min_silhouette, poseMerge: k.pose_merge, scaleMerge: k.scale_merge, minClusterSize: k.min_cluster_size },
+    clustering: { minSilhouette: k.min_silhouette, poseMerge: k.pose_merge, scaleMerge: k.scale_merge, turnMerge: k.turn_merge, turnedShare: k.turned_share, minClusterSize: k.min_cluster_size },
     frrTarget: k.frr_target,
     folds: k.folds,
     heldOut: k.held_out,

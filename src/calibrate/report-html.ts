@@ -77,7 +77,9 @@ function partitionSection(r: ReportData): string {
           ? `<li>a group of ${m.size} images, too few for a bank, merged into its nearest cluster-${m.into} (distance ${m.distance?.toFixed(3)})</li>`
           : m.reason === 'scale'
             ? `<li>a group of ${m.size} images merged into cluster-${m.into}: the same product at another frame size (cropped to ${esc(String(m.window))}, the crops mix ${m.mixing?.toFixed(2)} of a single cluster's rate)</li>`
-            : `<li>${esc(JSON.stringify(m))}</li>`,
+            : m.reason === 'turn'
+              ? `<li>a group of ${m.size} images merged into cluster-${m.into}: the same product turned a quarter (its turned copies mix ${m.mixing?.toFixed(2)} of a single cluster's rate with the other's ${esc(String(m.window))} images)</li>`
+              : `<li>${esc(JSON.stringify(m))}</li>`,
     )
     .join('');
   return `<h2>Products: the partition choice</h2><p>${esc(k.reason)}</p>

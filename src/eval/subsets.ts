@@ -3,8 +3,7 @@
  * and the routing a calibration of one mix would have (for the leave-one-product-out check, which
  * needs no banks).
  */
-import { mergeScales, type CalibrationOptions, type Embedded, type ScaleInputs } from '../calibrate/calibrate.ts';
-import { SCALE_MERGE } from '../route/scale-merge.ts';
+import { mergeViews, viewMerges, type CalibrationOptions, type Embedded, type ViewInputs } from '../calibrate/calibrate.ts';
 import { clusterEmbeddings } from '../route/finch.ts';
 import { leaveOneOutDistances, Router, routingLimit, selectKeys } from '../route/router.ts';
 import { poseScaleOf } from '../route/finch.ts';
@@ -69,10 +68,10 @@ export type RoutingSettings = Pick<CalibrationOptions, 'clustering' | 'keyMode' 
 
 /**
  * The router calibrate() would build from these embeddings (clusters by FINCH, or one per label), without
- * building any bank: keys and routing limits per cluster, the same rules (the scale test too, given
- * the images to crop).
+ * building any bank: keys and routing limits per cluster, the same rules (the view tests too, given
+ * the images to read again).
  */
-export async function routerFor(emb: Embedded, opts: RoutingSettings, labels?: string[], scale?: ScaleInputs): Promise<{ router: Router; clusters: number }> {
+export async function routerFor(emb: Embedded, opts: RoutingSettings, labels?: string[], scale?: ViewInputs): Promise<{ router: Router; clusters: number }> {
   const n = emb.sizes.length;
   const d = emb.dim;
   let part: { labels: Int32Array; count: number };
@@ -81,7 +80,7 @@ export async function routerFor(emb: Embedded, opts: RoutingSettings, labels?: s
     part = { labels: Int32Array.from(labels, (l) => names.indexOf(l)), count: names.length };
   } else {
     const c = clusterEmbeddings(emb.semantic, n, d, opts.clustering, emb.pose);
-    part = scale ? await mergeScales(c, emb, opts.clustering.scaleMerge ?? SCALE_MERGE, scale) : c;
+    part = scale ? await mergeViews(c, emb, viewMerges(opts.clustering), scale) : c;
   }
   const clusters = Array.from({ length: part.count }, (_, c) => {
     const members = Array.from({ length: n }, (_, i) => i).filter((i) => part.labels[i] === c);

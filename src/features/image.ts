@@ -290,3 +290,20 @@ export function cropImage(img: RgbImage, r: { left: number; top: number; width: 
   for (let y = 0; y < height; y++) data.set(img.data.subarray(3 * ((top + y) * img.width + left), 3 * ((top + y) * img.width + left + width)), 3 * y * width);
   return { width, height, data };
 }
+
+/** The image turned a quarter clockwise (width and height swap). */
+export function turnedQuarter(img: RgbImage): RgbImage {
+  const { width: w, height: h, data } = img;
+  const out = new Uint8Array(data.length);
+  // source (x, y) lands at (h - 1 - y, x) in the w-high, h-wide result
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const src = 3 * (y * w + x);
+      const dst = 3 * (x * h + (h - 1 - y));
+      out[dst] = data[src];
+      out[dst + 1] = data[src + 1];
+      out[dst + 2] = data[src + 2];
+    }
+  }
+  return { width: h, height: w, data: out };
+}

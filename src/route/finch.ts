@@ -189,6 +189,8 @@ export interface ClusteringOptions {
   linkMerge?: number;
   /** calibrate's scale test after the choice (scale-merge.ts): least mixing at a common pixel scale to merge (default SCALE_MERGE, 0 = off) */
   scaleMerge?: number;
+  /** calibrate's quarter-turn test before it (turn-merge.ts): least mixing of a turned cluster with another to merge (default TURN_MERGE, 0 = off) */
+  turnMerge?: number;
   /** with turned copies kept: the share of one group's turned copies that must fall nearer the other for a pose merge (default TURNED_SHARE: off) */
   turnedShare?: number;
 }
@@ -250,7 +252,7 @@ export function poseScaleOf(pose: PoseScales, rows: ArrayLike<number>): number {
 }
 
 export interface MergeStep {
-  reason: 'pose' | 'linked' | 'small' | 'scale';
+  reason: 'pose' | 'linked' | 'small' | 'scale' | 'turn';
   /** images in the absorbed cluster */
   size: number;
   /** cosine distance between the two cluster means */
@@ -297,6 +299,8 @@ export interface ClusteringResult extends Partition {
   splits: SplitStep[];
   /** the scale test's pairs (scale-merge.ts), when it ran */
   scaleTests?: { a: number; b: number; window: string; mixing: number; distance: number }[];
+  /** the quarter-turn test's pairs (turn-merge.ts), when it ran; cluster ids as before the scale test */
+  turnTests?: { a: number; b: number; window: string; mixing: number; distance: number }[];
 }
 
 interface RowMerge {

@@ -75,7 +75,7 @@ export interface ScaleMergeResult {
 }
 
 /** Evenly spread members of a cluster, at most `count`. */
-function spread(members: number[], count: number): number[] {
+export function spread(members: number[], count: number): number[] {
   if (members.length <= count) return members;
   return Array.from({ length: count }, (_, i) => members[Math.floor(((i + 0.5) * members.length) / count)]);
 }
@@ -170,7 +170,7 @@ export async function scaleMerge(labels: Int32Array, count: number, frames: Fram
     const distance = 1 - dot(meanOf(ea), 0, meanOf(eb), 0, d);
     return { a, b, window: `${w.width}x${w.height}`, mixing: r4(mixing(rows, ea.length, eb.length, d, opts.k)), distance: r4(distance) };
   });
-  return join(labels, count, members, tested, opts.minMixing);
+  return joinPairs(labels, count, members, tested, opts.minMixing, 'scale');
 }
 
 /** Each cluster's sampled images cropped at random positions to each window its pairs need, embedded once. */
@@ -202,7 +202,7 @@ async function cropEmbeddings(
 }
 
 /** Union of the pairs that mix enough, most mixed first, with one log entry per absorbed cluster. */
-function join(labels: Int32Array, count: number, members: number[][], tested: ScalePair[], minMixing: number): ScaleMergeResult {
+export function joinPairs(labels: Int32Array, count: number, members: number[][], tested: ScalePair[], minMixing: number, reason: 'scale' | 'turn'): ScaleMergeResult {
   const parent = Array.from({ length: count }, (_, i) => i);
   const find = (i: number): number => {
     while (parent[i] !== i) i = parent[i];
@@ -226,15 +226,17 @@ function join(labels: Int32Array, count: number, members: number[][], tested: Sc
     if (!id.has(r)) id.set(r, id.size);
     out[i] = id.get(r)!;
   });
-  const merged: MergeStep[] = steps.map((s) => ({ reason: 'scale', size: s.size, distance: s.pair.distance, window: s.pair.window, mixing: s.pair.mixing, into: id.get(find(s.into))! }));
+  const merged: MergeStep[] = steps.map((s) => ({ reason, size: s.size, distance: s.pair.distance, window: s.pair.window, mixing: s.pair.mixing, into: id.get(find(s.into))! }));
   return { labels: out, count: id.size, merged, tested };
 }
 
-/** The clustering with the scale merges applied: labels, counts, the ids its log refers to, and the reason. */
-export function applyScaleMerge(c: ClusteringResult, s: ScaleMergeResult): ClusteringResult {
+const WHY = { scale: 'one product at several frame sizes', turn: 'one product turned a quarter' };
+
+/** The clustering with the scale (or turn) merges applied: labels, counts, the ids its log refers to, the reason and the tests. */
+export function applyScaleMerge(c: ClusteringResult, s: ScaleMergeResult, kind: 'scale' | 'turn' = 'scale'): ClusteringResult {
   const newId = new Int32Array(c.count);
   c.labels.forEach((old, i) => (newId[old] = s.labels[i]));
-  const reason = s.merged.length ? `${c.reason}; ${s.merged.length} scale merges (one product at several frame sizes) -> ${s.count}` : c.reason;
+  const reason = s.merged.length ? `${c.reason}; ${s.merged.length} ${kind} merges (${WHY[kind]}) -> ${s.count}` : c.reason;
   return {
     ...c,
     labels: s.labels,
@@ -242,6 +244,6 @@ export function applyScaleMerge(c: ClusteringResult, s: ScaleMergeResult): Clust
     reason,
     merged: [...c.merged.map((m) => ({ ...m, into: newId[m.into] })), ...s.merged],
     splits: c.splits.map((x) => (x.cluster === undefined ? x : { ...x, cluster: newId[x.cluster] })),
-    scaleTests: s.tested,
+    ...(kind === 'scale' ? { scaleTests: s.tested } : { turnTests: s.tested }),
   };
 }
