@@ -181,6 +181,13 @@ test('calibrate: a texture in two frame sizes is one cluster, and the scale test
   const turns = k.turn_tests ?? [];
   assert.ok(turns.length >= 1 && turns.every((t) => t.window === '96x96'), JSON.stringify(turns));
   assert.ok(!(k.merged as { reason: string }[]).some((m) => m.reason === 'turn'), k.reason);
+  // test ids name the bundle's clusters; an id beyond them or a bad window is a clear error on reading
+  for (const t of tests) assert.ok(t.a < bundle.clusters.length && t.b < bundle.clusters.length);
+  const bad = structuredClone(bundle.header);
+  bad.calibration.clustering!.scale_tests![0].b = 99;
+  assert.throws(() => decodeBundle(encodeBundle({ ...bundle, header: bad })), /scale_tests\[0\]\.b/);
+  bad.calibration.clustering!.scale_tests![0] = { ...tests[0], window: 'wide' };
+  assert.throws(() => decodeBundle(encodeBundle({ ...bundle, header: bad })), /scale_tests\[0\]\.window/);
   // FINCH splits this grid by frame size (the input scales 96 px and 192 px frames differently); the
   // scale test is what joins it, and the merge is logged
   const merged = k.merged as { reason: string; window?: string }[];

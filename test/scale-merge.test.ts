@@ -147,3 +147,31 @@ test('scaleMerge leaves a pair alone when the common window is a small part of t
   assert.equal(calls, 0);
   assert.deepEqual(r.tested, []);
 });
+
+test('mixing is 0 when a side has k rows or fewer (its links must leave it, however far)', () => {
+  const rnd = seededRandom(8);
+  const far = stack([...Array.from({ length: 3 }, () => near(0, 0.1, rnd)), ...Array.from({ length: 3 }, () => near(9, 0.1, rnd))]);
+  assert.equal(mixing(far, 3, 3, D, 3), 0);
+});
+
+test('scaleMerge: a cluster that mixes with two products does not bridge them', async () => {
+  // 0 and 2 are different products; 1 looks like both (half its crops like each). 0-1 and 1-2 mix, 0-2 does not.
+  const frames: FrameSize[] = [
+    ...Array.from({ length: 16 }, () => ({ width: 256, height: 256 })),
+    ...Array.from({ length: 16 }, () => ({ width: 512, height: 256 })),
+    ...Array.from({ length: 16 }, () => ({ width: 256, height: 512 })),
+  ];
+  const labels = Int32Array.from(frames, (_, i) => Math.floor(i / 16));
+  const rnd = seededRandom(4);
+  const embed = async (i: number) => near(i < 16 ? 0 : i >= 32 ? 8 : i % 2 ? 0 : 8, 0.3, rnd);
+  const r = await scaleMerge(labels, 3, frames, embed, { minMixing: 0.4, samples: 16 });
+  const mixOf = (a: number, b: number) => r.tested.find((t) => t.a === a && t.b === b)!.mixing;
+  assert.ok(mixOf(0, 1) >= 0.4 && mixOf(1, 2) >= 0.4 && mixOf(0, 2) === 0, JSON.stringify(r.tested));
+  assert.notEqual(r.labels[0], r.labels[40], 'the two products stay apart');
+  assert.equal(r.count, 2);
+  // after applyScaleMerge the tests name the final clusters: the merged pair names one cluster twice
+  const base = { labels, count: 3, hierarchy: [], chosen: 0, reason: 'x', merged: [], splits: [] };
+  const c = applyScaleMerge(base, r);
+  for (const t of c.scaleTests!) assert.ok(t.a < c.count && t.b < c.count);
+  assert.equal(c.scaleTests!.filter((t) => t.a === t.b).length, 1);
+});

@@ -358,8 +358,8 @@ function checkHeader(raw: unknown, version: number, label: string): BundleHeader
   if (calibration.clustering !== undefined) {
     const k = s.object(calibration.clustering, 'calibration.clustering');
     checkSplits(s, k.splits, (h.clusters as unknown[]).length);
-    checkScaleTests(s, k.scale_tests, 'scale_tests');
-    checkScaleTests(s, k.turn_tests, 'turn_tests');
+    checkScaleTests(s, k.scale_tests, 'scale_tests', (h.clusters as unknown[]).length);
+    checkScaleTests(s, k.turn_tests, 'turn_tests', (h.clusters as unknown[]).length);
   }
   if (h.defect_types !== undefined) s.array(s.object(h.defect_types, 'defect_types').clusters, 'defect_types.clusters');
   return { ...h, format_version: version, scoring, settings } as unknown as BundleHeader;
@@ -424,13 +424,12 @@ function checkSplits(s: HeaderShape, v: unknown, clusters: number): void {
   });
 }
 
-function checkScaleTests(s: HeaderShape, v: unknown, field: string): void {
+function checkScaleTests(s: HeaderShape, v: unknown, field: string, clusters: number): void {
   if (v === undefined) return;
   s.array(v, `calibration.clustering.${field}`).forEach((x, i) => {
     const at = `calibration.clustering.${field}[${i}]`;
     const o = s.object(x, at);
-    s.int(o.a, `${at}.a`);
-    s.int(o.b, `${at}.b`);
+    for (const side of ['a', 'b']) if (s.int(o[side], `${at}.${side}`) >= clusters) s.fail(`${at}.${side}`, `a cluster id < ${clusters}`);
     if (!/^\d+x\d+$/.test(s.str(o.window, `${at}.window`))) s.fail(`${at}.window`, 'a frame size like 256x256');
     s.num(o.mixing, `${at}.mixing`, 0);
     s.num(o.distance, `${at}.distance`, -1);

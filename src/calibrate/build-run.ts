@@ -238,10 +238,13 @@ export async function reportData(
     if (info.members.length < FEW_IMAGES)
       warnings.push({ text: `${info.name}: only ${info.members.length} images; its threshold rests on a few held-out scores. Add good images of this product (${FEW_IMAGES} or more).` });
     if (split !== null && split >= SPLIT_SILHOUETTE) {
-      const scaled = ((h.calibration.clustering?.merged ?? []) as Partial<MergeStep>[]).filter((m) => m.reason === 'scale' && m.into === info.id).length;
+      const steps = (h.calibration.clustering?.merged ?? []) as Partial<MergeStep>[];
+      const scaled = steps.filter((m) => m.reason === 'scale' && m.into === info.id).length;
+      const turned = steps.filter((m) => m.reason === 'turn' && m.into === info.id).length;
       const merged =
         (info.statistics.merged_groups ? ` (${info.statistics.merged_groups} FINCH group(s) were merged into it as other poses of one product)` : '') +
-        (scaled ? ` (${scaled} group(s) of other frame sizes were merged into it by the scale test: cropped to one pixel scale they look alike, so a split by frame size is expected)` : '');
+        (scaled ? ` (${scaled} group(s) of other frame sizes were merged into it by the scale test: cropped to one pixel scale they look alike, so a split by frame size is expected)` : '') +
+        (turned ? ` (${turned} group(s) were merged into it as the product turned a quarter, so a split by orientation is expected)` : '');
       warnings.push({
         text: `${info.name} looks like two products: a split of it alone has silhouette ${split.toFixed(2)} (>= ${SPLIT_SILHOUETTE})${merged}. Check its thumbnails; if they are two products, calibrate with folder labels.`,
       });

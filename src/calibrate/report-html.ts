@@ -76,9 +76,9 @@ function partitionSection(r: ReportData): string {
         : m.reason === 'small'
           ? `<li>a group of ${m.size} images, too few for a bank, merged into its nearest cluster-${m.into} (distance ${m.distance?.toFixed(3)})</li>`
           : m.reason === 'scale'
-            ? `<li>a group of ${m.size} images merged into cluster-${m.into}: the same product at another frame size (cropped to ${esc(String(m.window))}, the crops mix ${m.mixing?.toFixed(2)} of a single cluster's rate)</li>`
+            ? `<li>a group of ${m.size} images merged into cluster-${m.into}: the same product at another frame size (cropped to ${esc(String(m.window))}, the crops' nearest-neighbour links cross ${Number(m.mixing).toFixed(2)} of the rate random labels would give)</li>`
             : m.reason === 'turn'
-              ? `<li>a group of ${m.size} images merged into cluster-${m.into}: the same product turned a quarter (its turned copies mix ${m.mixing?.toFixed(2)} of a single cluster's rate with the other's ${esc(String(m.window))} images)</li>`
+              ? `<li>a group of ${m.size} images merged into cluster-${m.into}: the same product turned a quarter (turned, each one's copies mix with the other's ${esc(String(m.window))} images at ${Number(m.mixing).toFixed(2)} of the rate random labels would give)</li>`
               : `<li>${esc(JSON.stringify(m))}</li>`,
     )
     .join('');

@@ -297,9 +297,9 @@ export interface ClusteringResult extends Partition {
   merged: MergeStep[];
   /** every split test, parents before children */
   splits: SplitStep[];
-  /** the scale test's pairs (scale-merge.ts), when it ran */
+  /** the scale test's pairs (scale-merge.ts), when it ran; cluster ids are the final ones (a = b: merged) */
   scaleTests?: { a: number; b: number; window: string; mixing: number; distance: number }[];
-  /** the quarter-turn test's pairs (turn-merge.ts), when it ran; cluster ids as before the scale test */
+  /** the quarter-turn test's pairs (turn-merge.ts), when it ran; final cluster ids too */
   turnTests?: { a: number; b: number; window: string; mixing: number; distance: number }[];
 }
 

@@ -98,7 +98,8 @@ function random(seed: number): () => number {
  */
 export function mixing(rows: Float32Array, na: number, nb: number, d: number, k = 3): number {
   const n = na + nb;
-  if (na < 2 || nb < 2) return 0;
+  // with k or fewer rows a side's links must leave it, however far apart the two are
+  if (na <= k || nb <= k) return 0;
   const kk = Math.min(k, n - 1);
   const nn = nearestNeighbours(rows, n, d, kk);
   const side = (from: number, to: number, other: (j: number) => boolean, otherCount: number) => {
@@ -187,7 +188,9 @@ async function cropEmbeddings(
   const rnd = random(opts.seed ?? 1);
   const out = new Map<string, Float32Array[]>();
   let done = 0;
-  for (const [key, { c, w }] of jobs) {
+  // by window, so the extractor pool serves one input size at a time
+  const order = [...jobs].sort((x, y) => x[1].w.width - y[1].w.width || x[1].w.height - y[1].w.height || x[1].c - y[1].c);
+  for (const [key, { c, w }] of order) {
     const rows: Float32Array[] = [];
     for (const i of sample[c]) {
       const f = frames[i];
@@ -201,6 +204,9 @@ async function cropEmbeddings(
   return out;
 }
 
+/** A merge is vetoed by a tested pair between the two groups mixing below this share of the least mixing. */
+export const VETO_SHARE = 0.25;
+
 /** Union of the pairs that mix enough, most mixed first, with one log entry per absorbed cluster. */
 export function joinPairs(labels: Int32Array, count: number, members: number[][], tested: ScalePair[], minMixing: number, reason: 'scale' | 'turn'): ScaleMergeResult {
   const parent = Array.from({ length: count }, (_, i) => i);
@@ -210,10 +216,14 @@ export function joinPairs(labels: Int32Array, count: number, members: number[][]
   };
   const size = members.map((m) => m.length);
   const steps: { into: number; size: number; pair: ScalePair }[] = [];
+  const veto = minMixing * VETO_SHARE;
+  // any tested pair between the two groups that clearly does not mix stops the merge: a cluster that
+  // mixes with two products must not bridge them
+  const clash = (ra: number, rb: number) => tested.some((t) => t.mixing < veto && ((find(t.a) === ra && find(t.b) === rb) || (find(t.a) === rb && find(t.b) === ra)));
   for (const t of [...tested].sort((x, y) => y.mixing - x.mixing)) {
     if (t.mixing < minMixing) break;
     const [ra, rb] = [find(t.a), find(t.b)];
-    if (ra === rb) continue;
+    if (ra === rb || clash(ra, rb)) continue;
     const [into, from] = size[ra] >= size[rb] ? [ra, rb] : [rb, ra];
     steps.push({ into, size: size[from], pair: t });
     parent[from] = into;
@@ -237,6 +247,8 @@ export function applyScaleMerge(c: ClusteringResult, s: ScaleMergeResult, kind: 
   const newId = new Int32Array(c.count);
   c.labels.forEach((old, i) => (newId[old] = s.labels[i]));
   const reason = s.merged.length ? `${c.reason}; ${s.merged.length} ${kind} merges (${WHY[kind]}) -> ${s.count}` : c.reason;
+  // tests name clusters by the ids they end with (a = b: merged), as the bundle's clusters do
+  const remap = (ts?: ScalePair[]) => ts?.map((t) => ({ ...t, a: newId[t.a], b: newId[t.b] }));
   return {
     ...c,
     labels: s.labels,
@@ -244,6 +256,7 @@ export function applyScaleMerge(c: ClusteringResult, s: ScaleMergeResult, kind: 
     reason,
     merged: [...c.merged.map((m) => ({ ...m, into: newId[m.into] })), ...s.merged],
     splits: c.splits.map((x) => (x.cluster === undefined ? x : { ...x, cluster: newId[x.cluster] })),
-    ...(kind === 'scale' ? { scaleTests: s.tested } : { turnTests: s.tested }),
+    turnTests: remap(kind === 'turn' ? s.tested : c.turnTests),
+    scaleTests: remap(kind === 'scale' ? s.tested : c.scaleTests),
   };
 }
