@@ -21,10 +21,15 @@ export type HeldOutMethod = (typeof HELD_OUT_METHODS)[number];
  * `projection_dim` PCA projection and computes exact distances to the `candidates` best (src/score/ann.ts).
  */
 export const SEARCH_MODES = ['exact', 'ann'] as const;
+/** Number type of the ANN's stage-1 ranking: int8 coordinates with int32 sums (VNNI-class GEMM), or float32. */
+export const COARSE_TYPES = ['int8', 'float32'] as const;
+export type CoarseType = (typeof COARSE_TYPES)[number];
 export interface SearchConfig {
   mode: (typeof SEARCH_MODES)[number];
   projection_dim: number;
   candidates: number;
+  /** stage-1 number type (ann) */
+  coarse: CoarseType;
 }
 
 export interface EngineConfig {
@@ -89,6 +94,7 @@ export function validateEngineConfig(c: EngineConfig): EngineConfig {
   check(SEARCH_MODES.includes(q.mode), 'scoring.search.mode', q.mode, `one of ${SEARCH_MODES.join(', ')}`);
   check(int(q.projection_dim) && q.projection_dim >= 1, 'scoring.search.projection_dim', q.projection_dim, 'a positive integer (ann: dimensions of the first-stage projection)');
   check(int(q.candidates) && q.candidates >= 1, 'scoring.search.candidates', q.candidates, 'a positive integer (ann: bank rows checked exactly per patch)');
+  check(COARSE_TYPES.includes(q.coarse), 'scoring.search.coarse', q.coarse, `one of ${COARSE_TYPES.join(', ')} (ann: number type of the first-stage ranking)`);
   check(EXECUTION_PROVIDERS.includes(c.runtime.provider), 'runtime.provider', c.runtime.provider, `one of ${EXECUTION_PROVIDERS.join(', ')}`);
   check(int(c.runtime.threads) && c.runtime.threads >= 0, 'runtime.threads', c.runtime.threads, 'an integer >= 0 (0 = all cores)');
   const k = c.calibration;
@@ -173,7 +179,7 @@ export function featureSettings(c: EngineConfig, frame: { width: number; height:
 /** The scorer's search settings from the config. */
 export function searchSettings(c: EngineConfig): SearchSettings {
   const q = c.scoring.search;
-  return q.mode === 'exact' ? { mode: 'exact' } : { mode: 'ann', projection_dim: q.projection_dim, candidates: q.candidates };
+  return q.mode === 'exact' ? { mode: 'exact' } : { mode: 'ann', projection_dim: q.projection_dim, candidates: q.candidates, coarse: q.coarse };
 }
 
 export function coresetSettings(c: EngineConfig): CoresetSettings {

@@ -24,7 +24,15 @@ function lowRank(n: number, dim: number, rank: number, seed: number, noise = 0.0
 
 const geometry = (gh: number, gw: number) => ({ gridHeight: gh, gridWidth: gw, height: 8 * gh, width: 8 * gw });
 
-async function scores(bank: Float32Array, m: number, dim: number, patches: Float32Array, gh: number, gw: number, search?: { mode: 'ann'; projection_dim: number; candidates: number }) {
+async function scores(
+  bank: Float32Array,
+  m: number,
+  dim: number,
+  patches: Float32Array,
+  gh: number,
+  gw: number,
+  search?: { mode: 'ann'; projection_dim: number; candidates: number; coarse?: 'int8' | 'float32' },
+) {
   const s = await PatchScorer.create(bank, m, dim, { ...geometry(gh, gw), search });
   try {
     return await s.score(patches);
@@ -41,11 +49,13 @@ test('ANN patch scores are never below exact ones, and equal them when candidate
       fc.integer({ min: 1, max: 8 }), // projection dim (clamped to dim)
       fc.integer({ min: 1, max: 48 }), // candidates
       fc.integer({ min: 0, max: 1e6 }), // seed
-      async (m, dim, r, k, seed) => {
+      fc.constantFrom('int8' as const, 'float32' as const),
+      fc.constantFrom(1, 3, 40), // patch spread relative to the bank's: 40 puts patches far outside it
+      async (m, dim, r, k, seed, coarse, spread) => {
         const bank = randomMatrix(m, dim, seed, 3);
-        const patches = randomMatrix(6, dim, seed + 1, 3);
+        const patches = randomMatrix(6, dim, seed + 1, 3 * spread);
         const exact = await scores(bank, m, dim, patches, 2, 3);
-        const ann = await scores(bank, m, dim, patches, 2, 3, { mode: 'ann', projection_dim: r, candidates: k });
+        const ann = await scores(bank, m, dim, patches, 2, 3, { mode: 'ann', projection_dim: r, candidates: k, coarse });
         for (let p = 0; p < 6; p++) {
           const e = exact.patchScores[p];
           const a = ann.patchScores[p];
@@ -61,7 +71,7 @@ test('ANN patch scores are never below exact ones, and equal them when candidate
         assert.ok(ann.score >= exact.score - 1e-3 * Math.max(1, exact.score));
       },
     ),
-    { numRuns: 40 },
+    { numRuns: 60 },
   );
 });
 
@@ -96,16 +106,19 @@ test('recall of the exact nearest neighbour on low-rank data is high with few ca
   const bank = all.subarray(0, m * dim);
   const patches = all.slice(m * dim);
   const exact = await scores(bank, m, dim, patches, gh, gw);
-  const recall = async (r: number, k: number) => {
-    const ann = await scores(bank, m, dim, patches, gh, gw, { mode: 'ann', projection_dim: r, candidates: k });
+  const recall = async (r: number, k: number, coarse: 'int8' | 'float32' = 'float32') => {
+    const ann = await scores(bank, m, dim, patches, gh, gw, { mode: 'ann', projection_dim: r, candidates: k, coarse });
     let hits = 0;
     for (let p = 0; p < gh * gw; p++) if (ann.patchScores[p] <= exact.patchScores[p] * (1 + 1e-4) + 1e-5) hits++;
     return hits / (gh * gw);
   };
   const narrow = await recall(2, 1);
   const wide = await recall(12, 8);
-  console.log(`recall@1: projection 2 / 1 candidate ${narrow}, projection 12 / 8 candidates ${wide}`);
+  // int8 ranks on 8-bit coordinates: it needs a few more candidates for the same recall.
+  const int8 = await recall(12, 12, 'int8');
+  console.log(`recall@1: projection 2 / 1 candidate ${narrow}, projection 12 / 8 candidates ${wide}, int8 12 / 12 ${int8}`);
   assert.ok(wide >= 0.95, `recall ${wide}`);
+  assert.ok(int8 >= 0.95, `int8 recall ${int8}`);
   assert.ok(wide > narrow, `more dimensions and candidates find more (${narrow} -> ${wide})`);
 });
 
@@ -125,28 +138,32 @@ test('masked ANN graph: dropped rows are never used, and it equals masked exact 
   // Tiles of 5 rows (5, 5, 2) split the patches as a large bank does, and blocks of 4 columns (60
   // rows padded to 60; 7 of them for m = 28) take the two-level top-k: neither may change a score.
   const plain = new Map<number, Float32Array>();
-  for (const [k, tileRows, blockSize] of [
-    [3, undefined, 0],
-    [m, undefined, 0],
-    [3, 5, 0],
-    [m, 5, 0],
-    [3, 5, 4],
-    [3, undefined, 5],
-  ]) {
-    const session = await createSession(buildAnnGraph({ bank, m, dim, ...index, candidates: k as number, patches: P, masked: true, tileRows, blockSize }));
-    const out = await session.run({ patches: new ort.Tensor('float32', patches, [P, dim]), mask: new ort.Tensor('float32', mask, [m]) });
-    const got = out.patch_scores.data as Float32Array;
-    for (let p = 0; p < P; p++) {
-      const want = reference(p);
-      assert.ok(got[p] >= want - 1e-3 * Math.max(1, want), `k ${k} tiles ${tileRows} patch ${p}: ${got[p]} < ${want}`);
-      if (k === m) assert.ok(Math.abs(got[p] - want) <= 1e-3 * Math.max(1, want), `k ${k} tiles ${tileRows} patch ${p}: ${got[p]} vs ${want}`);
+  for (const coarse of ['float32', 'int8'] as const) {
+    plain.clear();
+    for (const [k, tileRows, blockSize] of [
+      [3, undefined, 0],
+      [m, undefined, 0],
+      [3, 5, 0],
+      [m, 5, 0],
+      [3, 5, 4],
+      [3, undefined, 5],
+    ]) {
+      const session = await createSession(buildAnnGraph({ bank, m, dim, ...index, candidates: k as number, patches: P, masked: true, tileRows, blockSize, coarse }));
+      const out = await session.run({ patches: new ort.Tensor('float32', patches, [P, dim]), mask: new ort.Tensor('float32', mask, [m]) });
+      const got = out.patch_scores.data as Float32Array;
+      for (let p = 0; p < P; p++) {
+        const want = reference(p);
+        assert.ok(got[p] >= want - 1e-3 * Math.max(1, want), `k ${k} tiles ${tileRows} patch ${p}: ${got[p]} < ${want}`);
+        if (k === m) assert.ok(Math.abs(got[p] - want) <= 1e-3 * Math.max(1, want), `k ${k} tiles ${tileRows} patch ${p}: ${got[p]} vs ${want}`);
+      }
+      const before = plain.get(k as number);
+      // Same candidates, so the same rows: only float32 rounding of differently blocked GEMMs may differ.
+      if (before)
+        for (let p = 0; p < P; p++)
+          assert.ok(Math.abs(got[p] - before[p]) <= 1e-5 * Math.max(1, before[p]), `${coarse} k ${k} tiles ${tileRows} blocks ${blockSize} patch ${p}: ${got[p]} vs ${before[p]}`);
+      else plain.set(k as number, Float32Array.from(got));
+      await session.release();
     }
-    const before = plain.get(k as number);
-    // Same candidates, so the same rows: only float32 rounding of differently blocked GEMMs may differ.
-    if (before)
-      for (let p = 0; p < P; p++) assert.ok(Math.abs(got[p] - before[p]) <= 1e-5 * Math.max(1, before[p]), `k ${k} tiles ${tileRows} blocks ${blockSize} patch ${p}: ${got[p]} vs ${before[p]}`);
-    else plain.set(k as number, Float32Array.from(got));
-    await session.release();
   }
   // Unmasked, the copies score zero: the mask is what kept them out.
   const [[, d0]] = nearestRows(bank, m, dim, patches, 0, 1);

@@ -160,6 +160,20 @@ test('bundle reader: the tiny bundle round-trips, and format 1 reads as legacy',
   );
 });
 
+test('bundle reader: the ANN stage-1 type is optional (older bundles ranked in float32) and checked when present', () => {
+  const withSearch = (search: unknown) => {
+    const b = tinyBundle();
+    (b.header.scoring as unknown as Record<string, unknown>).search = search;
+    return encodeBundle(b);
+  };
+  const older = decodeBundle(withSearch({ mode: 'ann', projection_dim: 4, candidates: 8 }));
+  assert.equal(older.header.scoring.search?.mode, 'ann');
+  assert.equal(older.header.scoring.search && 'coarse' in older.header.scoring.search, false);
+  const int8 = decodeBundle(withSearch({ mode: 'ann', projection_dim: 4, candidates: 8, coarse: 'int8' }));
+  assert.deepEqual(int8.header.scoring.search, { mode: 'ann', projection_dim: 4, candidates: 8, coarse: 'int8' });
+  assert.throws(() => decodeBundle(withSearch({ mode: 'ann', projection_dim: 4, candidates: 8, coarse: 'int4' })), /scoring\.search\.coarse/);
+});
+
 test('bundle reader (property): arbitrary bytes, with and without a valid prefix', (t) => {
   const tally = { ok: 0, refused: 0 };
   fc.assert(

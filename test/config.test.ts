@@ -7,6 +7,7 @@ test('default config is valid and picks the measured defaults', () => {
   assert.equal(c.features.input_size, 'auto');
   assert.equal(c.features.fit, 'letterbox');
   assert.equal(c.runtime.provider, 'cpu');
+  assert.deepEqual(c.scoring.search, { mode: 'ann', projection_dim: 32, candidates: 12, coarse: 'int8' });
 });
 
 test('auto input size keeps the frame aspect at the 224x224 pixel budget', () => {
@@ -24,6 +25,7 @@ test('a bad value is reported with its key, the value and what is allowed', () =
   assert.throws(() => loadEngineConfig(undefined, { coreset: { ratio: 2 } }), /config "coreset.ratio" = 2 is invalid: a number in \(0, 1\]/);
   assert.throws(() => loadEngineConfig(undefined, { features: { fit: 'squash' } }), /"features.fit" = "squash" is invalid: one of letterbox, stretch, crop/);
   assert.throws(() => loadEngineConfig(undefined, { features: { input_size: '10x10' } }), /"features.input_size" = "10x10"/);
+  assert.throws(() => loadEngineConfig(undefined, { scoring: { search: { coarse: 'int4' } } }), /"scoring.search.coarse" = "int4" is invalid: one of int8, float32/);
   assert.throws(() => loadEngineConfig(undefined, { runtime: { provider: 'opencl' } }), /"runtime.provider" = "opencl" is invalid: one of cpu, cuda, tensorrt/);
   assert.throws(() => loadEngineConfig('/nonexistent/site.json'), /cannot read config \/nonexistent\/site.json/);
 });

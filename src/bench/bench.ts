@@ -4,7 +4,7 @@
  * build time, and the kNN stage's GFLOP/s next to a plain onnxruntime MatMul of the same shape.
  *
  *   npm run bench -- [--dataset DIR] [--category bottle] [--backbone DIR] [--frames 200] [engine flags]
- *                    [--search exact|ann] [--ann-dim 64] [--ann-candidates 16]
+ *                    [--search exact|ann] [--ann-dim 64] [--ann-candidates 16] [--ann-coarse int8|float32]
  *
  * With --search ann it also scores every test image with exact search on the same bank and reports
  * the ANN's recall of the exact nearest neighbour (per patch), how far image scores moved, and image
@@ -58,6 +58,7 @@ const search: Record<string, unknown> = {};
 if (arg('search')) search.mode = arg('search');
 if (arg('ann-dim')) search.projection_dim = Number(arg('ann-dim'));
 if (arg('ann-candidates')) search.candidates = Number(arg('ann-candidates'));
+if (arg('ann-coarse')) search.coarse = arg('ann-coarse');
 if (Object.keys(search).length > 0) overrides.scoring = { search };
 const c = loadEngineConfig(arg('config'), overrides);
 

@@ -383,6 +383,7 @@ function checkSearch(s: HeaderShape, v: unknown): void {
   if (q.mode === 'ann') {
     s.int(q.projection_dim, 'scoring.search.projection_dim', 1);
     s.int(q.candidates, 'scoring.search.candidates', 1);
+    if (q.coarse !== undefined) s.oneOf(q.coarse, 'scoring.search.coarse', ['int8', 'float32']);
   }
 }
 

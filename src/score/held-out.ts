@@ -64,7 +64,7 @@ export class MaskedScorer {
     const q = opts.search ?? EXACT_SEARCH;
     const graph =
       q.mode === 'ann'
-        ? buildAnnGraph({ bank, m, dim, ...(await annIndex(bank, m, dim, q.projection_dim, opts.threads)), candidates: q.candidates, patches: opts.patchCount, masked: true })
+        ? buildAnnGraph({ bank, m, dim, ...(await annIndex(bank, m, dim, q.projection_dim, opts.threads)), candidates: q.candidates, patches: opts.patchCount, masked: true, coarse: q.coarse })
         : buildMaskedKnnGraph(bank, m, dim, opts.patchCount);
     const session = await createSession(graph, opts.provider ?? 'cpu', opts.threads);
     return new MaskedScorer(session, bank, m, dim, source, opts);

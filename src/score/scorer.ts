@@ -72,7 +72,7 @@ async function searchGraph(
 ): Promise<Uint8Array> {
   if (search.mode === 'exact') return buildKnnGraph({ bank, m, dim, ...geometry });
   const index = await annIndex(bank, m, dim, search.projection_dim, threads);
-  return buildAnnGraph({ bank, m, dim, ...index, candidates: search.candidates, patches });
+  return buildAnnGraph({ bank, m, dim, ...index, candidates: search.candidates, patches, coarse: search.coarse });
 }
 
 export class PatchScorer {

@@ -85,6 +85,12 @@ export class GraphBuilder {
     return name;
   }
 
+  /** An initializer of any element type from its little-endian bytes (int8/uint8/int32 operands). */
+  rawTensor(name: string, dims: number[], dataType: number, bytes: Uint8Array): string {
+    this.initializers.push({ name, dims, dataType, rawData: bytes });
+    return name;
+  }
+
   int64Tensor(name: string, dims: number[], data: number[]): string {
     const arr = BigInt64Array.from(data.map((x) => BigInt(x)));
     this.initializers.push({ name, dims, dataType: INT64, rawData: new Uint8Array(arr.buffer) });
