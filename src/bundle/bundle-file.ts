@@ -28,6 +28,7 @@ import { BankFileError, decodeBank, encodeBank, type Bank } from '../score/bank-
 import { FIT_MODES, type FitMode } from '../features/image.ts';
 import type { ScoreSummary } from '../calibrate/threshold.ts';
 import type { SearchSettings } from '../score/ann.ts';
+import { COARSE_TYPES, SEARCH_MODES } from '../config.ts';
 import { KEY_MODES, type KeyMode, type LimitRule } from '../route/router.ts';
 
 export const BUNDLE_MAGIC = 'HCEBNDL\0';
@@ -379,11 +380,11 @@ function checkScoring(s: HeaderShape, v: unknown, at: string): void {
 
 function checkSearch(s: HeaderShape, v: unknown): void {
   const q = s.object(v, 'scoring.search');
-  s.oneOf(q.mode, 'scoring.search.mode', ['exact', 'ann']);
+  s.oneOf(q.mode, 'scoring.search.mode', SEARCH_MODES);
   if (q.mode === 'ann') {
     s.int(q.projection_dim, 'scoring.search.projection_dim', 1);
     s.int(q.candidates, 'scoring.search.candidates', 1);
-    if (q.coarse !== undefined) s.oneOf(q.coarse, 'scoring.search.coarse', ['int8', 'float32']);
+    if (q.coarse !== undefined) s.oneOf(q.coarse, 'scoring.search.coarse', COARSE_TYPES);
   }
 }
 
