@@ -187,7 +187,8 @@ function annInitializers(g: GraphBuilder, spec: AnnGraphSpec): AnnInitializers {
  * column (onnxruntime's TopK was as slow as the stage-1 MatMul): the minimum of each block of
  * `block` columns, the k blocks with the smallest minima, and a TopK over those k blocks. Exact
  * because every block holding one of the k smallest values has its minimum among the k smallest
- * block minima. Dummy columns are clamped to a real row; stage 2 measures that row exactly.
+ * block minima. Padding column j maps to row j mod m (int8 pads with copies of rows 0..; float32 with
+ * far dummies that a real row always beats); stage 2 measures that row exactly.
  */
 function blockTopK(g: GraphBuilder, coarse: string, n: number, w: AnnInitializers, m: number): string {
   const { k, block, columns } = w;
@@ -200,7 +201,7 @@ function blockTopK(g: GraphBuilder, coarse: string, n: number, w: AnnInitializer
   const width = g.int64Tensor(g.fresh('block'), [], [block]);
   const blockOf = g.op('GatherElements', [best, g.op('Div', [local, width])], { axis: 1 });
   const index = g.op('Add', [g.op('Mul', [blockOf, width]), g.op('Mod', [local, width])]);
-  return g.op('Min', [index, g.int64Tensor(g.fresh('last'), [], [m - 1])]);
+  return columns > m ? g.op('Mod', [index, g.int64Tensor(g.fresh('rows'), [], [m])]) : index;
 }
 
 function floatCoarse(g: GraphBuilder, w: AnnInitializers, proj: string): string {
