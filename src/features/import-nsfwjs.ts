@@ -21,23 +21,28 @@ export const FALLBACK_TAPS = [
   { layer: 'block_10_expand_relu', name: 'semantic', role: 'semantic' as const, stride: 16, pool: true },
 ];
 
-export function loadNsfwjsModel(): { model: TfjsModel; shards: Uint8Array; trainable: Record<string, boolean> } {
+/** The Keras models bundled in nsfwjs (dist/models/<name>: model.min.js + base64 weight shards). */
+export type NsfwjsModelName = 'mobilenet_v2' | 'inception_v3';
+
+export function loadNsfwjsModel(name: NsfwjsModelName = 'mobilenet_v2'): { model: TfjsModel; shards: Uint8Array; trainable: Record<string, boolean>; dir: string } {
   const req = createRequire(import.meta.url);
   let root: string;
   try {
     // Resolve only: loading nsfwjs itself would need TensorFlow.js, which is not installed.
     root = resolve(req.resolve('nsfwjs'), '..', '..', '..');
   } catch {
-    throw new Error('the npm package nsfwjs is not installed (npm ci installs it): it carries the built-in fallback backbone');
+    throw new Error('the npm package nsfwjs is not installed (npm ci installs it): it carries the built-in backbones');
   }
   const pkgVersion = JSON.parse(readFileSync(resolve(root, 'package.json'), 'utf8')).version;
-  if (pkgVersion !== NSFWJS_VERSION) throw new Error(`nsfwjs ${pkgVersion} is installed, the fallback backbone is pinned to ${NSFWJS_VERSION}: run npm ci`);
-  const dir = resolve(root, 'dist', 'models', 'mobilenet_v2');
+  if (pkgVersion !== NSFWJS_VERSION) throw new Error(`nsfwjs ${pkgVersion} is installed, the built-in backbones are pinned to ${NSFWJS_VERSION}: run npm ci`);
+  const dir = resolve(root, 'dist', 'models', name);
   const model = req(resolve(dir, 'model.min.js')) as TfjsModel;
-  const shard = req(resolve(dir, 'group1-shard1of1.min.js')) as string;
+  // The manifest names the shards in order; each is a base64 string module.
+  const paths = model.weightsManifest.flatMap((g) => g.paths);
+  const parts = paths.map((p) => Buffer.from(req(resolve(dir, `${p}.min.js`)) as string, 'base64'));
   const layers = (model.modelTopology.model_config ?? model.modelTopology).config!.layers;
   const trainable = Object.fromEntries(layers.map((l) => [l.name, l.config.trainable !== false]));
-  return { model, shards: new Uint8Array(Buffer.from(shard, 'base64')), trainable };
+  return { model, shards: new Uint8Array(Buffer.concat(parts)), trainable, dir };
 }
 
 export function importFallbackBackbone(outDir: string): { sidecar: Sidecar; onnxPath: string; layerCounts: Record<string, number> } {

@@ -1,8 +1,11 @@
 /**
  * A Keras functional model saved for TF.js (layers topology + weights manifest, uint8-quantised
  * weights with min/scale) converted to an ONNX graph in NCHW, truncated at the layers asked for.
- * Supports what MobileNet-style networks use: Conv2D, DepthwiseConv2D, BatchNormalization, ReLU
- * (incl. max_value), Activation relu/relu6/linear, ZeroPadding2D, Add, GlobalAveragePooling2D.
+ * Supports what MobileNet- and Inception-style networks use: Conv2D, DepthwiseConv2D (padding valid or
+ * same, with or without bias), BatchNormalization (incl. scale/center false), ReLU (incl. max_value),
+ * Activation relu/relu6/linear, ZeroPadding2D, Add, MaxPooling2D, AveragePooling2D (valid or same;
+ * same-padded average pools divide by the valid cells, as TF does), Concatenate (channel axis),
+ * GlobalAveragePooling2D.
  */
 import { GraphBuilder } from '../onnx/graph.ts';
 
@@ -79,7 +82,12 @@ export interface KerasConversion {
  * to that layer's output). Layers after them are never read, so later, unsupported or re-trained
  * layers do no harm.
  */
-export function convertKeras(model: TfjsModel, weights: Map<string, { shape: number[]; data: Float32Array }>, outputs: { layer: string; name: string; pool?: boolean }[]): KerasConversion {
+export function convertKeras(
+  model: TfjsModel,
+  weights: Map<string, { shape: number[]; data: Float32Array }>,
+  outputs: { layer: string; name: string; pool?: boolean }[],
+  opts: { inputPad?: InputPad } = {},
+): KerasConversion {
   const layers = (model.modelTopology.model_config ?? model.modelTopology).config!.layers;
   const byName = new Map(layers.map((l) => [l.name, l]));
   // Only the ancestors of the requested outputs.
@@ -118,7 +126,7 @@ export function convertKeras(model: TfjsModel, weights: Map<string, { shape: num
         inputName = 'image';
         inputSize = { height: shape[1] ?? 224, width: shape[2] ?? 224 };
         g.inputs.push({ name: inputName, dims: [1, shape[3]!, 'height', 'width'] });
-        out = inputName;
+        out = opts.inputPad ? padInput(g, inputName, opts.inputPad) : inputName;
         cout = shape[3]!;
         break;
       }
@@ -182,6 +190,24 @@ export function convertKeras(model: TfjsModel, weights: Map<string, { shape: num
       case 'Add':
         out = ins.slice(1).reduce((acc, t) => g.op('Add', [acc, t]), ins[0]);
         break;
+      case 'MaxPooling2D':
+      case 'AveragePooling2D': {
+        const attrs: Record<string, number | string | number[]> = { kernel_shape: c.pool_size as number[], strides: (c.strides as number[] | null) ?? (c.pool_size as number[]) };
+        if (c.data_format && c.data_format !== 'channels_last') throw new UnsupportedLayerError(`${l.name}: data_format "${c.data_format}"`);
+        if (c.padding === 'same') attrs.auto_pad = 'SAME_UPPER';
+        else if (c.padding !== 'valid') throw new UnsupportedLayerError(`${l.name}: padding "${c.padding}"`);
+        // count_include_pad 0 (the default): TF's same-padded average pool divides by the valid cells only.
+        if (l.class_name === 'AveragePooling2D') attrs.count_include_pad = 0;
+        out = g.op(l.class_name === 'MaxPooling2D' ? 'MaxPool' : 'AveragePool', [ins[0]], attrs);
+        break;
+      }
+      case 'Concatenate': {
+        const axis = (c.axis as number | undefined) ?? -1;
+        if (axis !== -1 && axis !== 3) throw new UnsupportedLayerError(`${l.name}: Concatenate on axis ${axis} (only the channel axis is supported)`);
+        out = g.op('Concat', ins, { axis: 1 });
+        cout = inboundNames(l).reduce((acc, n) => acc + channels.get(n)!, 0);
+        break;
+      }
       case 'GlobalAveragePooling2D':
         out = g.op('ReduceMean', [ins[0]], { axes: [2, 3], keepdims: 0 });
         break;
@@ -211,6 +237,28 @@ export function convertKeras(model: TfjsModel, weights: Map<string, { shape: num
     chans[o.name] = ch;
   }
   return { onnx: g.toModel('keras-import'), inputName, inputSize, channels: chans, layerCounts: counts };
+}
+
+/**
+ * Padding added to the image inside the graph, before the first layer: `before` rows/columns at the
+ * top/left, `after` plus whatever makes the size a multiple of `multiple` at the bottom/right (worked
+ * out from the input's shape at run time, so the graph keeps a dynamic input size).
+ */
+export interface InputPad {
+  before: number;
+  after: number;
+  multiple: number;
+  mode: 'reflect' | 'constant' | 'edge';
+}
+
+function padInput(g: GraphBuilder, x: string, p: InputPad): string {
+  const hw = g.op('Slice', [g.op('Shape', [x]), g.constInt64('s', [2]), g.constInt64('e', [4])]);
+  // after + ((multiple - size mod multiple) mod multiple), per spatial dim
+  const m = g.constInt64('m', [p.multiple, p.multiple]);
+  const fill = g.op('Mod', [g.op('Sub', [m, g.op('Mod', [hw, m])]), m]);
+  const tail = g.op('Add', [fill, g.constInt64('after', [p.after, p.after])]);
+  const pads = g.op('Concat', [g.constInt64('lead', [0, 0, p.before, p.before, 0, 0]), tail], { axis: 0 });
+  return g.op('Pad', [x, pads], { mode: p.mode });
 }
 
 function activation(g: GraphBuilder, x: string, act: string | undefined, layer: string): string {
