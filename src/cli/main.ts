@@ -115,12 +115,17 @@ export function buildProgram(): Command {
     });
 
   model
-    .command('fallback')
-    .description('import the built-in fallback backbone (MobileNetV2 from the nsfwjs npm package, up to block_10)')
+    .command('fallback [name]')
+    .description('import a built-in backbone from the nsfwjs npm package: mobilenet_v2 (default; up to block_10) or inception_v3 (up to mixed5; slower, see the README trade-off table)')
     .requiredOption('--out <dir>', 'output directory')
-    .action(async (o: { out: string }) => {
-      const { importFallbackBackbone } = await import('../features/import-nsfwjs.ts');
-      const r = importFallbackBackbone(resolve(o.out));
+    .action(async (name: string | undefined, o: { out: string }) => {
+      const n = name ?? 'mobilenet_v2';
+      const importers = {
+        mobilenet_v2: async () => (await import('../features/import-nsfwjs.ts')).importFallbackBackbone,
+        inception_v3: async () => (await import('../features/import-nsfwjs-inception.ts')).importInceptionBackbone,
+      };
+      if (!(n in importers)) throw new Error(`unknown built-in backbone "${n}": one of ${Object.keys(importers).join(', ')}`);
+      const r = (await importers[n as keyof typeof importers]())(resolve(o.out));
       for (const out of r.sidecar.outputs) console.log(`  output ${out.name}: ${out.role}, ${out.channels} channels, stride ${out.stride} (${out.source})`);
       console.log(`wrote ${r.onnxPath} (${r.sidecar.id})`);
     });
