@@ -18,15 +18,12 @@
  * stride-8 grid, so it is spatially blurred by about a third of a stride-16 cell. Padding lives in the
  * graph (not in the engine) so the sidecar's stride/grid contract holds for any input size.
  */
-import { mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { convertKeras, decodeWeights, type InputPad } from './tfjs/keras-to-onnx.ts';
-import { SIDECAR_FORMAT, type Sidecar } from './sidecar.ts';
-import { loadNsfwjsModel, NSFWJS_VERSION } from './import-nsfwjs.ts';
-import { sha256, writeFileAtomic } from '../util/files.ts';
+import type { InputPad } from './tfjs/keras-to-onnx.ts';
+import type { Sidecar } from './sidecar.ts';
+import { loadNsfwjsModel, NSFWJS_VERSION, writeNsfwjsBackbone, type NsfwjsTap } from './import-nsfwjs.ts';
 
 export const INCEPTION_ID = `nsfwjs-${NSFWJS_VERSION}-inception_v3-mixed5`;
-export const INCEPTION_TAPS = [
+export const INCEPTION_TAPS: NsfwjsTap[] = [
   { layer: 'mixed2', name: 'patch_s8', role: 'patch' as const, stride: 8 },
   { layer: 'mixed5', name: 'patch_s16', role: 'patch' as const, stride: 16 },
   { layer: 'mixed5', name: 'semantic', role: 'semantic' as const, stride: 16, pool: true },
@@ -44,33 +41,5 @@ export function importInceptionBackbone(outDir: string): { sidecar: Sidecar; onn
   if (upto < 0) throw new Error(`nsfwjs inception_v3 has no layer ${LAST_FROZEN_NEEDED}`);
   const retrained = names.slice(1, upto + 1).filter((n) => trainable[n]);
   if (retrained.length) throw new Error(`nsfwjs inception_v3 has trainable layers up to ${LAST_FROZEN_NEEDED} (${retrained.slice(0, 3).join(', ')}…): its ImageNet features cannot be trusted`);
-  const weights = decodeWeights(model.weightsManifest, shards);
-  const conv = convertKeras(
-    model,
-    weights,
-    INCEPTION_TAPS.map((t) => ({ layer: t.layer, name: t.name, pool: t.pool })),
-    { inputPad: INCEPTION_INPUT_PAD },
-  );
-  mkdirSync(outDir, { recursive: true });
-  const onnxPath = resolve(outDir, 'backbone.onnx');
-  writeFileAtomic(onnxPath, conv.onnx);
-  const sidecar: Sidecar = {
-    format: SIDECAR_FORMAT,
-    id: INCEPTION_ID,
-    onnx: 'backbone.onnx',
-    onnx_sha256: sha256(conv.onnx),
-    source: { file: `nsfwjs@${NSFWJS_VERSION}/dist/models/inception_v3`, sha256: sha256(shards), kind: 'tfjs-layers' },
-    input: {
-      name: conv.inputName,
-      layout: 'NCHW',
-      color: 'RGB',
-      height: conv.inputSize.height,
-      width: conv.inputSize.width,
-      dynamic_size: true,
-      pixel: { scale: [1 / 255, 1 / 255, 1 / 255], offset: [0, 0, 0] },
-    },
-    outputs: INCEPTION_TAPS.map((t) => ({ name: t.name, role: t.role, stride: t.stride, channels: conv.channels[t.name], source: t.layer })),
-  };
-  writeFileAtomic(resolve(outDir, 'backbone.json'), new TextEncoder().encode(`${JSON.stringify(sidecar, null, 2)}\n`));
-  return { sidecar, onnxPath, layerCounts: conv.layerCounts };
+  return writeNsfwjsBackbone(outDir, { name: 'inception_v3', id: INCEPTION_ID, taps: INCEPTION_TAPS, model, shards, inputPad: INCEPTION_INPUT_PAD });
 }

@@ -9,13 +9,13 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
-import { convertKeras, decodeWeights, type TfjsModel } from './tfjs/keras-to-onnx.ts';
+import { convertKeras, decodeWeights, type InputPad, type TfjsModel } from './tfjs/keras-to-onnx.ts';
 import { SIDECAR_FORMAT, type Sidecar } from './sidecar.ts';
 import { sha256, writeFileAtomic } from '../util/files.ts';
 
 export const NSFWJS_VERSION = '4.3.0';
 export const FALLBACK_ID = `nsfwjs-${NSFWJS_VERSION}-mobilenet_v2-block10`;
-export const FALLBACK_TAPS = [
+export const FALLBACK_TAPS: NsfwjsTap[] = [
   { layer: 'block_6_expand_relu', name: 'patch_s8', role: 'patch' as const, stride: 8 },
   { layer: 'block_10_expand_relu', name: 'patch_s16', role: 'patch' as const, stride: 16 },
   { layer: 'block_10_expand_relu', name: 'semantic', role: 'semantic' as const, stride: 16, pool: true },
@@ -51,21 +51,41 @@ export function importFallbackBackbone(outDir: string): { sidecar: Sidecar; onnx
   const convLayers = Object.keys(trainable).filter((n) => /^(Conv1|bn_Conv1|expanded_conv|block_([0-9]|10)_)/.test(n));
   const retrained = convLayers.filter((n) => trainable[n]);
   if (retrained.length) throw new Error(`nsfwjs model has trainable layers inside block_10 (${retrained.slice(0, 3).join(', ')}…): its ImageNet features cannot be trusted`);
-  const weights = decodeWeights(model.weightsManifest, shards);
+  return writeNsfwjsBackbone(outDir, { name: 'mobilenet_v2', id: FALLBACK_ID, taps: FALLBACK_TAPS, model, shards });
+}
+
+export interface NsfwjsTap {
+  layer: string;
+  name: string;
+  role: 'patch' | 'semantic';
+  stride: number;
+  pool?: boolean;
+}
+
+/**
+ * Converts a bundled nsfwjs model up to its taps and writes backbone.onnx + backbone.json. Both
+ * built-ins take RGB in [0, 1], as nsfwjs feeds them and as their batch-norm statistics expect.
+ */
+export function writeNsfwjsBackbone(
+  outDir: string,
+  b: { name: NsfwjsModelName; id: string; taps: NsfwjsTap[]; model: TfjsModel; shards: Uint8Array; inputPad?: InputPad },
+): { sidecar: Sidecar; onnxPath: string; layerCounts: Record<string, number> } {
+  const weights = decodeWeights(b.model.weightsManifest, b.shards);
   const conv = convertKeras(
-    model,
+    b.model,
     weights,
-    FALLBACK_TAPS.map((t) => ({ layer: t.layer, name: t.name, pool: t.pool })),
+    b.taps.map((t) => ({ layer: t.layer, name: t.name, pool: t.pool })),
+    b.inputPad ? { inputPad: b.inputPad } : undefined,
   );
   mkdirSync(outDir, { recursive: true });
   const onnxPath = resolve(outDir, 'backbone.onnx');
   writeFileAtomic(onnxPath, conv.onnx);
   const sidecar: Sidecar = {
     format: SIDECAR_FORMAT,
-    id: FALLBACK_ID,
+    id: b.id,
     onnx: 'backbone.onnx',
     onnx_sha256: sha256(conv.onnx),
-    source: { file: `nsfwjs@${NSFWJS_VERSION}/dist/models/mobilenet_v2`, sha256: sha256(shards), kind: 'tfjs-layers' },
+    source: { file: `nsfwjs@${NSFWJS_VERSION}/dist/models/${b.name}`, sha256: sha256(b.shards), kind: 'tfjs-layers' },
     input: {
       name: conv.inputName,
       layout: 'NCHW',
@@ -75,7 +95,7 @@ export function importFallbackBackbone(outDir: string): { sidecar: Sidecar; onnx
       dynamic_size: true,
       pixel: { scale: [1 / 255, 1 / 255, 1 / 255], offset: [0, 0, 0] },
     },
-    outputs: FALLBACK_TAPS.map((t) => ({ name: t.name, role: t.role, stride: t.stride, channels: conv.channels[t.name], source: t.layer })),
+    outputs: b.taps.map((t) => ({ name: t.name, role: t.role, stride: t.stride, channels: conv.channels[t.name], source: t.layer })),
   };
   writeFileAtomic(resolve(outDir, 'backbone.json'), new TextEncoder().encode(`${JSON.stringify(sidecar, null, 2)}\n`));
   return { sidecar, onnxPath, layerCounts: conv.layerCounts };
