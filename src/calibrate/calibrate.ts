@@ -11,7 +11,7 @@ import { ExtractorPool } from '../features/extractor-pool.ts';
 import type { ExecutionProvider } from '../features/session.ts';
 import { bankFromPatches, coresetBank, scorerOptionsFor, type CoresetSettings, type ScoringRuntime } from '../score/patchcore.ts';
 import { MaskedScorer, rowSources } from '../score/held-out.ts';
-import type { FeatureExtractor } from '../features/extractor.ts';
+import { allFinite, type FeatureExtractor } from '../features/extractor.ts';
 import type { HeldOutMethod } from '../config.ts';
 import { PatchScorer } from '../score/scorer.ts';
 import type { SearchSettings } from '../score/ann.ts';
@@ -159,7 +159,7 @@ export async function embedImages(
     sizes.push(key);
     frames.push({ width: img.width, height: img.height });
     const ex = await pool.get(s);
-    const f = await ex.extract(img);
+    const f = finiteFeatures(await ex.extract(img), paths[i]);
     if (!dim) {
       dim = f.semantic.length;
       semantic = new Float32Array(paths.length * dim);
@@ -226,6 +226,17 @@ function majority(values: string[]): string {
 function partitionFromLabels(labels: string[]): { labels: Int32Array; count: number; names: string[] } {
   const names = [...new Set(labels)].sort();
   return { labels: Int32Array.from(labels, (l) => names.indexOf(l)), count: names.length, names };
+}
+
+/**
+ * A NaN in one image's features would make its cluster's bank and threshold NaN, and a bundle that
+ * fails every part: stop at the first such image instead, naming it.
+ */
+function finiteFeatures<F extends { patches: Float32Array; semantic: Float32Array }>(f: F, path: string): F {
+  if (allFinite(f.patches) && allFinite(f.semantic)) return f;
+  throw new CalibrationError(
+    `the backbone gives NaN or infinite features on ${path}: check the image, and re-import or replace the backbone (a model that breaks on some frames makes those parts NG at inspection)`,
+  );
 }
 
 /** Patch features of several images at one input size, one [P, dim] block per image. */
@@ -451,7 +462,8 @@ async function memberPatches(m: MemberImages, pool: ExtractorPool, s: FeatureSet
   const blocks = m.members.map((i) => m.cache?.take(i, m.sizeKey));
   const missing = blocks.flatMap((b, k) => (b ? [] : [k]));
   for (let j = 0; j < missing.length; j++) {
-    blocks[missing[j]] = (await ex.extract(await readImage(m.paths[missing[j]]))).patches;
+    const path = m.paths[missing[j]];
+    blocks[missing[j]] = finiteFeatures(await ex.extract(await readImage(path)), path).patches;
     progress?.(stage, j + 1, missing.length);
   }
   return blocks as Float32Array[];

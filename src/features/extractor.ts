@@ -121,6 +121,9 @@ export class FeatureExtractor {
     if (sem.dims[1] !== semantic.channels) {
       throw new BackboneError(`backbone "${sidecar.id}": semantic output "${semantic.name}" has ${sem.dims[1]} channels, the sidecar says ${semantic.channels}`);
     }
+    if (!allFinite(patches.data as Float32Array) || !allFinite(sem.data as Float32Array)) {
+      throw new BackboneError(`backbone "${sidecar.id}" gives NaN or infinite features on a blank frame: its weights or graph are broken; re-import it`);
+    }
     return new FeatureExtractor(backbone, modelSha256, settings, session, gh, gw, semantic.channels);
   }
 
@@ -163,4 +166,10 @@ export class FeatureExtractor {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** Whether every value is finite (no NaN, no infinity); `x - x` is 0 only for finite x. */
+export function allFinite(v: Float32Array): boolean {
+  for (let i = 0; i < v.length; i++) if (v[i] - v[i] !== 0) return false;
+  return true;
 }

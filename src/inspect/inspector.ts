@@ -40,6 +40,8 @@ export interface InspectionResult {
   regions: Region[] | null;
   /** the same regions' boxes in input pixels, for drawing on the heatmap */
   region_boxes: Box[];
+  /** set when the score could not be computed (NaN/infinite features): the part is NG, never OK */
+  fault?: 'non-finite score';
 }
 
 /** Scoring settings come from the bundle (its thresholds hold only under them), not from here. */
@@ -157,10 +159,12 @@ export class Inspector {
     const r = await c.scorer.score(f.patches);
     Object.assign(timings, { knn: r.timings.knn, reweight: r.timings.reweight, heatmap: r.timings.heatmap });
     const median = c.info.statistics.nominal.p50;
-    const verdict = r.score > c.info.threshold ? 'NG' : 'OK';
+    // Written so that a NaN score fails the part: only a score proven at or below the threshold passes.
+    const verdict = r.score <= c.info.threshold ? 'OK' : 'NG';
+    const finite = Number.isFinite(r.score);
     const t1 = performance.now();
-    // OK frames pay nothing for regions.
-    const found = verdict === 'NG' ? this.regionsOf(c, r.heatmap, f, img, { width: cex.gridWidth, height: cex.gridHeight }) : null;
+    // OK frames pay nothing for regions; a map of NaNs has none to find.
+    const found = verdict === 'NG' && finite ? this.regionsOf(c, r.heatmap, f, img, { width: cex.gridWidth, height: cex.gridHeight }) : null;
     timings.regions = performance.now() - t1;
     return {
       verdict,
@@ -177,6 +181,7 @@ export class Inspector {
       timings_ms: timings,
       regions: found?.regions ?? null,
       region_boxes: found?.boxes ?? [],
+      ...(finite ? {} : { fault: 'non-finite score' as const }),
     };
   }
 

@@ -30,12 +30,14 @@ export interface VerdictPayload {
   triggered_at?: string;
   verdict: Verdict;
   /** why a trigger got no frame (NO_FRAME), or "no bundle yet" (UNCALIBRATED) */
-  reason?: NoFrameReason | 'no bundle yet';
+  /** ... or why an NG part has no score ("non-finite score": the backbone gave NaN/infinite features) */
+  reason?: NoFrameReason | 'no bundle yet' | 'non-finite score';
   cluster: string | null;
   score: number | null;
   normalised_score: number | null;
   threshold: number | null;
-  route: { nearest: string; distance: number; limit: number } | null;
+  /** distance null when the frame's embedding was not finite (such a frame is UNKNOWN) */
+  route: { nearest: string; distance: number | null; limit: number | null } | null;
   latency_ms: Record<string, number>;
   /** `version` when the bundle is a version of the bundle folder (e.g. v0007-20261203) */
   bundle: { id: string; created_at: string; version?: string } | null;
@@ -98,7 +100,8 @@ export interface InspectedFrame {
   image: boolean;
 }
 
-const round5 = (v: number | null) => (v === null ? null : Number(v.toFixed(5)));
+/** null for a missing or non-finite value: JSON has no NaN, and a PLC must not parse one. */
+const round5 = (v: number | null) => (v === null || !Number.isFinite(v) ? null : Number(v.toFixed(5)));
 const iso = (ms: number) => new Date(ms).toISOString();
 
 function latencies(x: InspectedFrame): Record<string, number> {
@@ -131,11 +134,12 @@ export function verdictPayload(ctx: VerdictContext, x: InspectedFrame): VerdictP
     captured_at: iso(x.frame.capturedAt),
     ...(x.triggeredAt !== undefined ? { triggered_at: iso(x.triggeredAt) } : {}),
     verdict: r.verdict,
+    ...(r.fault ? { reason: r.fault } : {}),
     cluster: r.cluster,
     score: round5(r.score),
     normalised_score: round5(r.normalised_score),
     threshold: round5(r.threshold),
-    route: { nearest: r.route.nearest, distance: round5(r.route.distance)!, limit: round5(r.route.limit)! },
+    route: { nearest: r.route.nearest, distance: round5(r.route.distance), limit: round5(r.route.limit) },
     latency_ms: latencies(x),
     bundle: ctx.bundle,
     heatmap: x.heatmap,

@@ -24,11 +24,47 @@ export interface ScorerOptions {
 }
 
 export interface ScoreResult {
+  /** NaN when a patch feature or a patch distance is not finite: a broken input is never a low score */
   score: number;
   maxPatch: number;
   patchScores: Float32Array;
   heatmap: Float32Array; // [height, width]
   timings: { knn: number; reweight: number; heatmap: number };
+}
+
+function argMax(v: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  return best;
+}
+
+/**
+ * The first patch whose features or distance are NaN or infinite (a broken backbone, an fp16 overflow
+ * on an accelerator), or -1. The search graph's min/max may silently skip a NaN, so the features are
+ * checked too. Four plain sums (independent, so the CPU overlaps them) find out whether there is any (float32 values summed in float64 cannot
+ * overflow at any patch count, so only a NaN or an infinity makes it non-finite); the patch is looked
+ * for only then.
+ */
+export function firstNonFinitePatch(patches: Float32Array, dim: number, patchScores: Float32Array): number {
+  let a = 0;
+  let b = 0;
+  let c = 0;
+  let d = 0;
+  for (let i = 0; i < patchScores.length; i++) a += patchScores[i];
+  const n4 = patches.length & ~3;
+  for (let i = 0; i < n4; i += 4) {
+    a += patches[i];
+    b += patches[i + 1];
+    c += patches[i + 2];
+    d += patches[i + 3];
+  }
+  for (let i = n4; i < patches.length; i++) a += patches[i];
+  if (Number.isFinite(a + b + c + d)) return -1;
+  for (let p = 0; p < patchScores.length; p++) {
+    if (!Number.isFinite(patchScores[p])) return p;
+    for (let k = p * dim, end = k + dim; k < end; k++) if (!Number.isFinite(patches[k])) return p;
+  }
+  return -1;
 }
 
 /** k nearest rows of `bank` to the query (brute force), nearest first: [index, distance]. */
@@ -99,11 +135,11 @@ export class PatchScorer {
     const t0 = performance.now();
     const out = await this.session.run({ patches: new Tensor('float32', patches, [P, this.dim]) });
     const patchScores = out.patch_scores.data as Float32Array;
-    let maxPatch = 0;
-    for (let i = 1; i < P; i++) if (patchScores[i] > patchScores[maxPatch]) maxPatch = i;
+    const broken = firstNonFinitePatch(patches, this.dim, patchScores);
+    const maxPatch = broken >= 0 ? broken : argMax(patchScores);
     const t1 = performance.now();
-    let score = patchScores[maxPatch];
-    if (this.opts.reweightNeighbours > 0) score = reweightScore(this.bank, this.m, this.dim, patches, maxPatch * this.dim, this.opts.reweightNeighbours).score;
+    let score = broken >= 0 ? Number.NaN : patchScores[maxPatch];
+    if (broken < 0 && this.opts.reweightNeighbours > 0) score = reweightScore(this.bank, this.m, this.dim, patches, maxPatch * this.dim, this.opts.reweightNeighbours).score;
     const t2 = performance.now();
     const heat = await this.heatmapSession.run({ patch_scores: new Tensor('float32', patchScores, [P]) });
     const heatmap = heat.heatmap.data as Float32Array;

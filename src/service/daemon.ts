@@ -515,8 +515,9 @@ export class Daemon {
   }
 
   private logReject(p: VerdictPayload): void {
-    const where = p.cluster ?? `(nearest ${p.route!.nearest}, distance ${p.route!.distance.toFixed(3)} > ${p.route!.limit.toFixed(3)})`;
-    this.log('info', `frame ${p.frame}${p.part_id ? ` part ${p.part_id}` : ''}: ${p.verdict} ${where} score ${p.score?.toFixed(3) ?? '-'}`);
+    const fix = (v: number | null | undefined) => v?.toFixed(3) ?? 'non-finite';
+    const where = p.cluster ?? `(nearest ${p.route?.nearest}, distance ${fix(p.route?.distance)} > ${fix(p.route?.limit)})`;
+    this.log('info', `frame ${p.frame}${p.part_id ? ` part ${p.part_id}` : ''}: ${p.verdict} ${where} score ${p.score?.toFixed(3) ?? '-'}${p.reason ? ` (${p.reason})` : ''}`);
   }
 
   private publishNoFrame(t: Trigger, reason: NoFrameReason): void {

@@ -20,7 +20,12 @@ export function tempDir(prefix: string): string {
 }
 
 /** A 5-conv backbone: stride 8 and 16 patch taps, stride 32 pooled semantic output. */
-export function writeSyntheticBackbone(dir: string, opts: { seed?: number; sidecarPatch?: (s: Sidecar) => void } = {}): string {
+/**
+ * `poison` makes one output NaN on any frame with a dark pixel (yet finite on the blank frame the
+ * extractor validates with), as a broken model or an fp16 overflow would on some frames only;
+ * `always` makes the patches NaN on every frame, the blank one included.
+ */
+export function writeSyntheticBackbone(dir: string, opts: { seed?: number; sidecarPatch?: (s: Sidecar) => void; poison?: 'patches' | 'semantic' | 'always' } = {}): string {
   const rand = seededRandom(opts.seed ?? 1);
   const g = new GraphBuilder();
   g.inputs.push({ name: 'image', dims: [1, 3, 'height', 'width'] });
@@ -37,9 +42,14 @@ export function writeSyntheticBackbone(dir: string, opts: { seed?: number; sidec
     outs.push(x);
     cin = cout;
   });
-  g.op('Identity', [outs[2]], {}, 'p8');
+  // 0 * sqrt(min pixel): 0 on the blank frame, NaN once a pixel is below mid-grey.
+  const nanIfDark = () => g.op('Mul', [g.op('Sqrt', [g.op('ReduceMin', ['image'], { keepdims: 1 })]), g.constFloat('zero', [1], new Float32Array(1))]);
+  const nanAlways = () => g.op('Mul', [g.op('Log', [g.op('ReduceMin', [g.op('Abs', ['image'])], { keepdims: 1 })]), g.constFloat('zero', [1], new Float32Array(1))]);
+  const p8 = opts.poison === 'patches' ? g.op('Add', [outs[2], nanIfDark()]) : opts.poison === 'always' ? g.op('Add', [outs[2], nanAlways()]) : outs[2];
+  const sem = g.op('ReduceMean', [outs[4]], { axes: [2, 3], keepdims: 0 });
+  g.op('Identity', [p8], {}, 'p8');
   g.op('Identity', [outs[3]], {}, 'p16');
-  g.op('ReduceMean', [outs[4]], { axes: [2, 3], keepdims: 0 }, 'sem');
+  g.op('Identity', [opts.poison === 'semantic' ? g.op('Add', [sem, g.op('Reshape', [nanIfDark(), g.constInt64('flat', [1, 1])])]) : sem], {}, 'sem');
   g.outputs.push({ name: 'p8', dims: [1, 24, 'a', 'b'] }, { name: 'p16', dims: [1, 32, 'c', 'd'] }, { name: 'sem', dims: [1, 32] });
   const onnx = g.toModel('synthetic');
   mkdirSync(dir, { recursive: true });
