@@ -296,7 +296,7 @@ const SURFACES = ['mesh', 'grain', 'dots', 'brushed'];
 const COLOUR_BOTTLE = ['bottle', 'bottle-lit', 'bottle-gray', 'bottle-tint'];
 
 /** What went wrong: clusters holding several products (10%+ of each) and products spread over several clusters. */
-function confusion(labels: Int32Array, count: number, truth: Int32Array, names: string[]): string {
+function confusion(labels: Int32Array, count: number, truth: Int32Array, names: string[], dims: FrameSize[]): string {
   const m = Array.from({ length: count }, () => new Array<number>(names.length).fill(0));
   labels.forEach((c, i) => m[c][truth[i]]++);
   const size = names.map((_, k) => truth.filter((t) => t === k).length);
@@ -305,7 +305,25 @@ function confusion(labels: Int32Array, count: number, truth: Int32Array, names: 
     .filter((ps) => ps.length > 1)
     .map((ps) => ps.join('='));
   const split = names.filter((_, k) => m.filter((row) => row[k] >= 0.1 * size[k]).length > 1);
-  return `merged: ${mixed.join(', ') || '-'}; split: ${split.join(', ') || '-'}`;
+  // every product's clusters (images in each), so a small split-off part is seen too
+  const spread = names.map(
+    (nm, k) =>
+      `${nm} ${m
+        .map((row, c) => (row[k] ? `c${c}:${row[k]}` : ''))
+        .filter(Boolean)
+        .join('/')}`,
+  );
+  // frame sizes of the images outside their product's main cluster
+  const main = names.map((_, k) => m.reduce((b, row, c) => (row[k] > m[b][k] ? c : b), 0));
+  const strays = new Map<string, number>();
+  labels.forEach((c, i) => {
+    if (c !== main[truth[i]]) {
+      const key = `${names[truth[i]]}@${dims[i].width}x${dims[i].height}->c${c}`;
+      strays.set(key, (strays.get(key) ?? 0) + 1);
+    }
+  });
+  const stray = [...strays].map(([k, v]) => `${k}:${v}`).join(' ');
+  return `merged: ${mixed.join(', ') || '-'}; split: ${split.join(', ') || '-'}; ${spread.join(' ')}${stray ? `; strays ${stray}` : ''}`;
 }
 
 function binomial(n: number, k: number): number {
@@ -410,7 +428,7 @@ async function main(): Promise<void> {
     };
     rows.push(row);
     const ok = row.found === picked.length && row.nmi >= 0.98 && row.purity >= 0.98;
-    const detail = ok ? '' : ` | ${confusion(res.labels, res.count, truth, picked)}`;
+    const detail = ok ? '' : ` | ${confusion(res.labels, res.count, truth, picked, dims)}`;
     console.log(
       `${ok ? 'ok  ' : 'FAIL'} ${picked.length} ${row.found} nmi=${row.nmi.toFixed(3)} pur=${row.purity.toFixed(3)} n=${n} ${ms.toFixed(0)}+${scaleMs.toFixed(0)}ms ${picked.join('+')}${ok ? '' : ` | ${res.reason}`}${detail}`,
     );

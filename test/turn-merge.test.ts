@@ -88,3 +88,62 @@ test('turnMerge with 0 turns nothing', async () => {
   assert.equal(r.count, 5);
   assert.equal(k.calls.length, 0);
 });
+
+function multiSizeCase(otherProduct: number) {
+  const rnd = seededRandom(9);
+  const sizes: FrameSize[] = [
+    { width: 256, height: 256 },
+    { width: 320, height: 240 },
+    { width: 400, height: 300 },
+    { width: 512, height: 256 },
+    { width: 224, height: 336 },
+  ];
+  const tall = { width: 200, height: 500 };
+  const keys = [...new Set([...sizes, tall, ...sizes.map((f) => ({ width: f.height, height: f.width }))].map((f) => `${f.width}x${f.height}`))];
+  const vec = (look: number, f: FrameSize) => {
+    const v = near(look, 0.3, rnd);
+    v[5 + keys.indexOf(`${f.width}x${f.height}`)] += 0.9;
+    return normaliseRows(v, 1, D);
+  };
+  const frames: FrameSize[] = [];
+  const looks: number[] = [];
+  const labels: number[] = [];
+  const add = (n: number, f: FrameSize, look: number, label: number) => {
+    for (let i = 0; i < n; i++) frames.push(f), looks.push(look), labels.push(label);
+  };
+  // grain (look 0) in five frame sizes; grain turned a quarter (look 3) in square frames, in cluster 1
+  for (const f of sizes) add(20, f, 0, 0);
+  add(20, sizes[0], 3, 1);
+  // with otherProduct: cluster 1 is mostly another product (look 4) in tall frames
+  add(otherProduct, tall, 4, 1);
+  const semantic = new Float32Array(frames.length * D);
+  frames.forEach((f, i) => semantic.set(vec(looks[i], f), i * D));
+  const calls: number[] = [];
+  const turnedLook = (l: number) => (l === 0 ? 3 : l === 3 ? 0 : 2);
+  const embed = async (i: number) => {
+    calls.push(i);
+    return vec(turnedLook(looks[i]), { width: frames[i].height, height: frames[i].width });
+  };
+  return { labels: Int32Array.from(labels), frames, semantic, embed, calls };
+}
+
+test('turnMerge does not join a whole cluster on the strength of a few of its images in the tested frame size', async () => {
+  const k = multiSizeCase(100);
+  const r = await turnMerge(k.labels, 2, k.frames, k.semantic, D, k.embed, { minMixing: 0.4, samples: 16 });
+  assert.equal(r.count, 2, `tested: ${JSON.stringify(r.tested)}`);
+});
+
+test('turnMerge compares a product in several frame sizes with its quarter-turned square frames in the square size alone', async () => {
+  // The embedding moves with the frame size as well as with the look (as a real backbone's does at
+  // input_size auto): turned copies of cluster 0's other sizes are nothing like cluster 1.
+  const k = multiSizeCase(0);
+  const r = await turnMerge(k.labels, 2, k.frames, k.semantic, D, k.embed, { minMixing: 0.4, samples: 16 });
+  assert.equal(r.count, 1, `tested: ${JSON.stringify(r.tested)}`);
+  assert.deepEqual(
+    r.merged.map((m) => [m.reason, m.window]),
+    [['turn', '256x256']],
+  );
+  const square = (i: number) => k.frames[i].width === 256 && k.frames[i].height === 256;
+  assert.ok(k.calls.every(square), 'only frames whose turned size the other cluster was filmed in are turned');
+  assert.equal(new Set(k.calls).size, k.calls.length, 'each image is turned and embedded once');
+});
