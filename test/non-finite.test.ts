@@ -49,16 +49,21 @@ for (const search of SEARCHES) {
   });
 }
 
-test('a frame whose patch features are NaN is NG with fault "non-finite score", published with score null and the reason', async () => {
-  const dir = tempDir('nan');
+/** An inspector over a synthetic bundle whose backbone (same weights) gives NaN where `poison` says. */
+async function poisonedInspector(tag: string, poison: 'patches' | 'semantic'): Promise<Inspector> {
+  const dir = tempDir(tag);
   const { bundle } = await writeSyntheticBundle(dir, 10);
-  const poisoned = writeSyntheticBackbone(join(dir, 'poisoned'), { poison: 'patches' });
+  const poisoned = writeSyntheticBackbone(join(dir, 'poisoned'), { poison });
   const b = readBundleFileBounded(bundle, 2 ** 30);
-  // The bundle pins its backbone's hash; point it at the poisoned one, which has the same weights.
+  // The bundle pins its backbone's hash; point it at the poisoned one.
   const fx = await FeatureExtractor.load(poisoned, { width: 96, height: 96, fit: 'letterbox', preDim: 64, dim: 32 });
   b.header.backbone.onnx_sha256 = fx.modelSha256;
   await fx.release();
-  const insp = await Inspector.load(b, poisoned);
+  return Inspector.load(b, poisoned);
+}
+
+test('a frame whose patch features are NaN is NG with fault "non-finite score", published with score null and the reason', async () => {
+  const insp = await poisonedInspector('nan', 'patches');
   try {
     const img = { width: 96, height: 96, data: syntheticPart(96, 9100) };
     const r = await insp.inspect(img);
@@ -86,14 +91,7 @@ test('a frame whose patch features are NaN is NG with fault "non-finite score", 
 });
 
 test('a frame whose semantic embedding is NaN is UNKNOWN, never scored, and its route distance is published as null', async () => {
-  const dir = tempDir('nan-sem');
-  const { bundle } = await writeSyntheticBundle(dir, 10);
-  const poisoned = writeSyntheticBackbone(join(dir, 'poisoned'), { poison: 'semantic' });
-  const b = readBundleFileBounded(bundle, 2 ** 30);
-  const fx = await FeatureExtractor.load(poisoned, { width: 96, height: 96, fit: 'letterbox', preDim: 64, dim: 32 });
-  b.header.backbone.onnx_sha256 = fx.modelSha256;
-  await fx.release();
-  const insp = await Inspector.load(b, poisoned);
+  const insp = await poisonedInspector('nan-sem', 'semantic');
   try {
     const r = await insp.inspect({ width: 96, height: 96, data: syntheticPart(96, 9200) });
     assert.equal(r.verdict, 'UNKNOWN');
