@@ -142,7 +142,7 @@ function medianArea(rows: number[], frames: FrameSize[]): number {
 }
 
 /** Unit mean of some unit rows. */
-function meanOf(rows: Float32Array[]): Float32Array {
+export function meanOf(rows: Float32Array[]): Float32Array {
   const m = new Float32Array(rows[0].length);
   for (const r of rows) for (let k = 0; k < m.length; k++) m[k] += r[k];
   return normaliseRows(m, 1, m.length);

@@ -10,8 +10,8 @@
  * neighbours (scale-merge.ts `mixing`), the two are one product. Two products stay apart: a turned
  * disc is still a disc.
  */
-import { dot, normaliseRows } from './finch.ts';
-import { type FrameSize, joinPairs, mixing, type ScaleMergeResult, type ScalePair, spread } from './scale-merge.ts';
+import { dot } from './finch.ts';
+import { type FrameSize, joinPairs, meanOf, mixing, type ScaleMergeResult, type ScalePair, spread } from './scale-merge.ts';
 
 /** Unit semantic embedding of `image` turned a quarter clockwise. */
 export type TurnEmbedder = (image: number) => Promise<Float32Array>;
@@ -46,7 +46,9 @@ function bySize(rows: number[], size: (f: FrameSize) => string, frames: FrameSiz
   const out = new Map<string, number[]>();
   for (const i of rows) {
     const k = size(frames[i]);
-    out.set(k, [...(out.get(k) ?? []), i]);
+    const group = out.get(k);
+    if (group) group.push(i);
+    else out.set(k, [i]);
   }
   return out;
 }
@@ -99,18 +101,12 @@ export async function turnMerge(labels: Int32Array, count: number, frames: Frame
   }
   const r4 = (v: number) => Number(v.toFixed(4));
   const tested: ScalePair[] = pairs.map(({ a, b, window, turnedRows, rows }) => {
-    const na = turnedRows.length;
-    const x = new Float32Array((na + rows.length) * dim);
-    turnedRows.forEach((i, k) => x.set(turned.get(i)!, k * dim));
-    rows.forEach((i, k) => x.set(semantic.subarray(i * dim, (i + 1) * dim), (na + k) * dim));
-    const mean = (from: number, to: number) => {
-      const m = new Float32Array(dim);
-      for (let k = from; k < to; k++) for (let t = 0; t < dim; t++) m[t] += x[k * dim + t];
-      return normaliseRows(m, 1, dim);
-    };
-    const n = na + rows.length;
-    const distance = 1 - dot(mean(0, na), 0, mean(na, n), 0, dim);
-    return { a, b, window, mixing: r4(mixing(x, na, rows.length, dim)), distance: r4(distance) };
+    const ta = turnedRows.map((i) => turned.get(i)!);
+    const tb = rows.map((i) => semantic.subarray(i * dim, (i + 1) * dim));
+    const x = new Float32Array((ta.length + tb.length) * dim);
+    [...ta, ...tb].forEach((e, k) => x.set(e, k * dim));
+    const distance = 1 - dot(meanOf(ta), 0, meanOf(tb), 0, dim);
+    return { a, b, window, mixing: r4(mixing(x, ta.length, tb.length, dim)), distance: r4(distance) };
   });
   return joinPairs(
     labels,
