@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { turnedQuarter } from '../src/features/image.ts';
 import { normaliseRows } from '../src/route/finch.ts';
-import type { FrameSize } from '../src/route/scale-merge.ts';
+import { applyScaleMerge, type FrameSize } from '../src/route/scale-merge.ts';
 import { turnMerge } from '../src/route/turn-merge.ts';
 import { seededRandom } from '../src/score/coreset.ts';
 
@@ -109,7 +109,11 @@ function multiSizeCase(otherProduct: number) {
   const looks: number[] = [];
   const labels: number[] = [];
   const add = (n: number, f: FrameSize, look: number, label: number) => {
-    for (let i = 0; i < n; i++) frames.push(f), looks.push(look), labels.push(label);
+    for (let i = 0; i < n; i++) {
+      frames.push(f);
+      looks.push(look);
+      labels.push(label);
+    }
   };
   // grain (look 0) in five frame sizes; grain turned a quarter (look 3) in square frames, in cluster 1
   for (const f of sizes) add(20, f, 0, 0);
@@ -131,6 +135,51 @@ test('turnMerge does not join a whole cluster on the strength of a few of its im
   const k = multiSizeCase(100);
   const r = await turnMerge(k.labels, 2, k.frames, k.semantic, D, k.embed, { minMixing: 0.4, samples: 16 });
   assert.equal(r.count, 2, `tested: ${JSON.stringify(r.tested)}`);
+  // 20 square of 120 (17%) against the grain's 20 of 100: which side holds strays is not clear, nothing moves
+  assert.deepEqual([...r.labels], [...k.labels], JSON.stringify(r.merged));
+});
+
+test('turnMerge moves a few quarter-turned frames, and only them, from the cluster they stray in to their product', async () => {
+  const k = multiSizeCase(200);
+  const r = await turnMerge(k.labels, 2, k.frames, k.semantic, D, k.embed, { minMixing: 0.4, samples: 16 });
+  assert.equal(r.count, 2, `tested: ${JSON.stringify(r.tested)}`);
+  // 20 of 220 (9%) of cluster 1 are square: grain turned, where grain's 100 are 20% square
+  const turnedGrain = [...k.labels.keys()].filter((i) => k.labels[i] === 1 && k.frames[i].width === 256);
+  const tallOnes = [...k.labels.keys()].filter((i) => k.labels[i] === 1 && k.frames[i].width === 200);
+  assert.equal(turnedGrain.length, 20);
+  assert.ok(turnedGrain.every((i) => r.labels[i] === r.labels[0]));
+  assert.ok(tallOnes.every((i) => r.labels[i] !== r.labels[0]));
+  assert.ok(
+    k.labels.every((c, i) => c === 1 || r.labels[i] === r.labels[0]),
+    'cluster 0 keeps all its images',
+  );
+  assert.deepEqual(
+    r.merged.map((m) => [m.reason, m.size, m.window, m.from, m.into]),
+    [['stray', 20, '256x256', r.labels[tallOnes[0]], r.labels[0]]],
+  );
+  // in the clustering, the leaves keep naming their product's cluster, not the strays'
+  const base = {
+    labels: k.labels,
+    count: 2,
+    hierarchy: [],
+    chosen: 0,
+    reason: 'split',
+    merged: [],
+    splits: [0, 1].map((c) => ({ node: `0.${c}`, size: 1, level: null, silhouette: null, groups: 1, split: false, cluster: c })),
+  };
+  const c = applyScaleMerge(base, r, 'turn');
+  assert.deepEqual(
+    c.splits.map((x) => x.cluster),
+    [r.labels[0], r.labels[tallOnes[0]]],
+  );
+  assert.match(c.reason, /^split; 20 quarter-turned images moved/);
+});
+
+test('turnMerge moves no strays that are a third of their cluster', async () => {
+  const k = multiSizeCase(40);
+  const r = await turnMerge(k.labels, 2, k.frames, k.semantic, D, k.embed, { minMixing: 0.4, samples: 16 });
+  assert.deepEqual([...r.labels], [...k.labels], JSON.stringify(r.merged));
+  assert.equal(r.merged.length, 0);
 });
 
 test('turnMerge compares a product in several frame sizes with its quarter-turned square frames in the square size alone', async () => {

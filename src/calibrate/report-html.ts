@@ -79,7 +79,9 @@ function partitionSection(r: ReportData): string {
             ? `<li>a group of ${m.size} images merged into cluster-${m.into}: the same product at another frame size (cropped to ${esc(String(m.window))}, the crops' nearest-neighbour links cross ${Number(m.mixing).toFixed(2)} of the rate random labels would give)</li>`
             : m.reason === 'turn'
               ? `<li>a group of ${m.size} images merged into cluster-${m.into}: the same product turned a quarter (turned, each one's copies mix with the other's ${esc(String(m.window))} images at ${Number(m.mixing).toFixed(2)} of the rate random labels would give)</li>`
-              : `<li>${esc(JSON.stringify(m))}</li>`,
+              : m.reason === 'stray'
+                ? `<li>${m.size} images in ${esc(String(m.window))} frames moved from cluster-${m.from} to cluster-${m.into}: they are cluster-${m.into}'s product turned a quarter (mixing ${Number(m.mixing).toFixed(2)} both ways), a small share of cluster-${m.from}</li>`
+                : `<li>${esc(JSON.stringify(m))}</li>`,
     )
     .join('');
   return `<h2>Products: the partition choice</h2><p>${esc(k.reason)}</p>

@@ -252,8 +252,9 @@ export function poseScaleOf(pose: PoseScales, rows: ArrayLike<number>): number {
 }
 
 export interface MergeStep {
-  reason: 'pose' | 'linked' | 'small' | 'scale' | 'turn';
-  /** images in the absorbed cluster */
+  /** stray: images of one frame size moved from cluster `from` (the quarter-turn test, turn-merge.ts) */
+  reason: 'pose' | 'linked' | 'small' | 'scale' | 'turn' | 'stray';
+  /** images in the absorbed cluster (stray: images moved) */
   size: number;
   /** cosine distance between the two cluster means */
   distance: number;
@@ -266,6 +267,8 @@ export interface MergeStep {
   mixing?: number;
   /** final id of the cluster it went into */
   into: number;
+  /** strays: final id of the cluster they left */
+  from?: number;
 }
 
 /**

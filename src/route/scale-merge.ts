@@ -69,6 +69,8 @@ export interface ScalePair {
 export interface ScaleMergeResult {
   labels: Int32Array;
   count: number;
+  /** each input cluster's new id (images moved as strays follow `labels`, not this) */
+  ids: Int32Array;
   merged: MergeStep[];
   /** every pair tested */
   tested: ScalePair[];
@@ -156,7 +158,7 @@ export function meanOf(rows: Float32Array[]): Float32Array {
 export async function scaleMerge(labels: Int32Array, count: number, frames: FrameSize[], embed: CropEmbedder, opts: ScaleMergeOptions): Promise<ScaleMergeResult> {
   const members: number[][] = Array.from({ length: count }, () => []);
   labels.forEach((c, i) => members[c].push(i));
-  if (!(opts.minMixing > 0) || count < 2) return { labels: Int32Array.from(labels), count, merged: [], tested: [] };
+  if (!(opts.minMixing > 0) || count < 2) return unmerged(labels, count);
   const sample = members.map((m) => spread(m, opts.samples));
   const pairs = pairsToTest(members, sample, frames);
   const crops = await cropEmbeddings(pairs, sample, frames, embed, opts);
@@ -204,6 +206,11 @@ async function cropEmbeddings(
   return out;
 }
 
+/** The result of a test that merged nothing. */
+export function unmerged(labels: Int32Array, count: number): ScaleMergeResult {
+  return { labels: Int32Array.from(labels), count, ids: Int32Array.from({ length: count }, (_, i) => i), merged: [], tested: [] };
+}
+
 /** A merge is vetoed by a tested pair between the two groups mixing below this share of the least mixing. */
 export const VETO_SHARE = 0.25;
 
@@ -236,17 +243,20 @@ export function joinPairs(labels: Int32Array, count: number, members: number[][]
     if (!id.has(r)) id.set(r, id.size);
     out[i] = id.get(r)!;
   });
-  const merged: MergeStep[] = steps.map((s) => ({ reason, size: s.size, distance: s.pair.distance, window: s.pair.window, mixing: s.pair.mixing, into: id.get(find(s.into))! }));
-  return { labels: out, count: id.size, merged, tested };
+  const ids = Int32Array.from({ length: count }, (_, c) => id.get(find(c)) ?? -1);
+  const merged: MergeStep[] = steps.map((s) => ({ reason, size: s.size, distance: s.pair.distance, window: s.pair.window, mixing: s.pair.mixing, into: ids[s.into] }));
+  return { labels: out, count: id.size, ids, merged, tested };
 }
 
 const WHY = { scale: 'one product at several frame sizes', turn: 'one product turned a quarter' };
 
 /** The clustering with the scale (or turn) merges applied: labels, counts, the ids its log refers to, the reason and the tests. */
 export function applyScaleMerge(c: ClusteringResult, s: ScaleMergeResult, kind: 'scale' | 'turn' = 'scale'): ClusteringResult {
-  const newId = new Int32Array(c.count);
-  c.labels.forEach((old, i) => (newId[old] = s.labels[i]));
-  const reason = s.merged.length ? `${c.reason}; ${s.merged.length} ${kind} merges (${WHY[kind]}) -> ${s.count}` : c.reason;
+  const newId = s.ids;
+  const joins = s.merged.filter((m) => m.reason !== 'stray').length;
+  const strays = s.merged.filter((m) => m.reason === 'stray');
+  let reason = joins ? `${c.reason}; ${joins} ${kind} merges (${WHY[kind]}) -> ${s.count}` : c.reason;
+  if (strays.length) reason += `; ${strays.reduce((n, m) => n + m.size, 0)} quarter-turned images moved to the cluster of their product`;
   // tests name clusters by the ids they end with (a = b: merged), as the bundle's clusters do
   const remap = (ts?: ScalePair[]) => ts?.map((t) => ({ ...t, a: newId[t.a], b: newId[t.b] }));
   return {
@@ -254,7 +264,7 @@ export function applyScaleMerge(c: ClusteringResult, s: ScaleMergeResult, kind: 
     labels: s.labels,
     count: s.count,
     reason,
-    merged: [...c.merged.map((m) => ({ ...m, into: newId[m.into] })), ...s.merged],
+    merged: [...c.merged.map((m) => ({ ...m, into: newId[m.into], ...(m.from === undefined ? {} : { from: newId[m.from] }) })), ...s.merged],
     splits: c.splits.map((x) => (x.cluster === undefined ? x : { ...x, cluster: newId[x.cluster] })),
     turnTests: remap(kind === 'turn' ? s.tested : c.turnTests),
     scaleTests: remap(kind === 'scale' ? s.tested : c.scaleTests),
