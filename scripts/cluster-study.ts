@@ -103,6 +103,134 @@ function surface(kind: 'mesh' | 'grain' | 'dots' | 'brushed', rnd: () => number)
   return sharp(out, { raw: { width: W, height: H, channels: 1 } });
 }
 
+/** One drawn part or surface: the colour (0..1 per channel) at part coordinates u, v in [-0.5, 0.5]. */
+type Shade = (u: number, v: number) => [number, number, number];
+
+interface Drawn {
+  sizes: [number, number][];
+  channels: 1 | 3;
+  /** the part turns to any angle (a round part on a conveyor) instead of a few degrees */
+  anyAngle: boolean;
+  /** the design, built once per product from a fixed seed so every image shows the same part */
+  design: (rnd: () => number) => Shade;
+}
+
+/**
+ * A synthetic product at a random frame size, placed with a random shift (up to 5% of the frame),
+ * scale (+-4%) and angle, under the surfaces' light model (gain, gamma, fall-off) with sensor noise.
+ * What the real data lacks: more objects, and colour ones, so mixes of 10+ distinct products can be
+ * drawn.
+ */
+function drawn(kind: Drawn, seed: number): (rnd: () => number) => Sharp {
+  const shade = kind.design(seededRandom(seed));
+  return (rnd) => {
+    const [W, H] = kind.sizes[Math.floor(rnd() * kind.sizes.length)];
+    const c = kind.channels;
+    const out = Buffer.alloc(W * H * c);
+    const gain = 0.6 + 0.8 * rnd();
+    const gamma = 0.75 + 0.6 * rnd();
+    const fall = 0.3 * rnd();
+    const fallAngle = 2 * Math.PI * rnd();
+    const rot = kind.anyAngle ? 2 * Math.PI * rnd() : ((rnd() - 0.5) * 8 * Math.PI) / 180;
+    const scale = Math.min(W, H) * (0.96 + 0.08 * rnd());
+    const [dx, dy] = [(rnd() - 0.5) * 0.1 * W, (rnd() - 0.5) * 0.1 * H];
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++) {
+        const [px, py] = [(x - W / 2 - dx) / scale, (y - H / 2 - dy) / scale];
+        const rgb = shade(px * Math.cos(rot) + py * Math.sin(rot), -px * Math.sin(rot) + py * Math.cos(rot));
+        const light = gain * (1 - fall * (0.5 + ((x / W - 0.5) * Math.cos(fallAngle) + (y / H - 0.5) * Math.sin(fallAngle))));
+        const noise = (rnd() + rnd() - 1) * 0.06;
+        const grey = 0.3 * rgb[0] + 0.59 * rgb[1] + 0.11 * rgb[2];
+        for (let k = 0; k < c; k++) {
+          const t = Math.min(1, Math.max(0, (c === 1 ? grey : rgb[k]) + noise));
+          out[(y * W + x) * c + k] = Math.round(255 * Math.min(1, light * t ** gamma));
+        }
+      }
+    }
+    return sharp(out, { raw: { width: W, height: H, channels: c } });
+  };
+}
+
+const inBox = (u: number, v: number, b: number[]) => u >= b[0] && u <= b[0] + b[2] && v >= b[1] && v <= b[1] + b[3];
+
+/** washer: a stamped metal ring with one notch on a dark belt, grayscale, any angle. */
+const WASHER: Drawn = {
+  sizes: [
+    [320, 320],
+    [384, 384],
+  ],
+  channels: 1,
+  anyAngle: true,
+  design: () => (u, v) => {
+    const r = Math.hypot(u, v);
+    const a = Math.atan2(v, u);
+    const notch = Math.abs(a) < 0.12 && r > 0.3;
+    if (r > 0.36 || r < 0.15 || notch) return [0.1, 0.1, 0.1];
+    const m = 0.55 + 0.25 * Math.cos(2 * a) + 0.1 * Math.sin(40 * r);
+    return [m, m, m];
+  },
+};
+
+/** pcb: a green board with gold pads and traces and three black chips, colour, fixed orientation. */
+const PCB: Drawn = {
+  sizes: [
+    [400, 300],
+    [480, 360],
+  ],
+  channels: 3,
+  anyAngle: false,
+  design: (rnd) => {
+    const box = () => [rnd() * 0.9 - 0.5, rnd() * 0.6 - 0.35, 0.02 + rnd() * 0.1, 0.02 + rnd() * 0.1];
+    const traces = Array.from({ length: 16 }, () => (rnd() < 0.5 ? [rnd() * 0.8 - 0.45, rnd() * 0.6 - 0.35, 0.3 * rnd(), 0.012] : [rnd() * 0.8 - 0.45, rnd() * 0.6 - 0.35, 0.012, 0.3 * rnd()]));
+    const pads = Array.from({ length: 10 }, box);
+    const chips = Array.from({ length: 3 }, () => [rnd() * 0.6 - 0.4, rnd() * 0.4 - 0.3, 0.12 + rnd() * 0.1, 0.08 + rnd() * 0.08]);
+    return (u, v) => {
+      if (Math.abs(u) > 0.62 || Math.abs(v) > 0.4) return [0.05, 0.05, 0.05];
+      if (chips.some((b) => inBox(u, v, b))) return [0.08, 0.08, 0.09];
+      if (pads.some((b) => inBox(u, v, b)) || traces.some((b) => inBox(u, v, b))) return [0.85, 0.66, 0.25];
+      return [0.12, 0.42, 0.2];
+    };
+  },
+};
+
+/** label: a round red-rimmed yellow sticker with black print on a white carton, colour, fixed orientation. */
+const LABEL: Drawn = {
+  sizes: [
+    [300, 300],
+    [360, 270],
+  ],
+  channels: 3,
+  anyAngle: false,
+  design: (rnd) => {
+    const lines = Array.from({ length: 5 }, (_, i) => [-0.2 + 0.1 * rnd() - 0.05, -0.18 + i * 0.08, 0.2 + 0.2 * rnd(), 0.035]);
+    return (u, v) => {
+      const r = Math.hypot(u, v);
+      if (r > 0.4) return [0.92, 0.9, 0.86];
+      if (r > 0.36) return [0.75, 0.1, 0.1];
+      if (lines.some((b) => inBox(u, v, b))) return [0.05, 0.05, 0.05];
+      return [0.95, 0.8, 0.15];
+    };
+  },
+};
+
+/** fabric: a blue-and-red twill weave, a colour texture, several frame sizes. */
+const FABRIC: Drawn = {
+  sizes: [
+    [256, 256],
+    [320, 240],
+    [400, 300],
+  ],
+  channels: 3,
+  anyAngle: false,
+  design: () => (u, v) => {
+    const [a, b] = [u * 40, v * 40];
+    const [i, j] = [Math.floor(a), Math.floor(b)];
+    const warp = (((i - j) % 4) + 4) % 4 < 2;
+    const shade = 0.75 + 0.25 * Math.sin(Math.PI * (warp ? b - j : a - i));
+    return warp ? [0.12 * shade, 0.18 * shade, 0.5 * shade] : [0.62 * shade, 0.12 * shade, 0.1 * shade];
+  },
+};
+
 /** The same part under another light per image: gain, gamma and a fall-off across the frame. */
 async function relit(img: Sharp, meta: Metadata, rnd: () => number): Promise<Sharp> {
   const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
@@ -147,6 +275,35 @@ const TYPES: Record<string, { from: string; derive?: Derive }> = {
   grain: { from: 'kolektor', derive: (_i, _m, r) => surface('grain', r) },
   dots: { from: 'bottle', derive: (_i, _m, r) => surface('dots', r) },
   brushed: { from: 'screw', derive: (_i, _m, r) => surface('brushed', r) },
+  // synthetic objects and a colour texture (drawn, no source image)
+  washer: {
+    from: 'screw',
+    derive: (
+      (d) => (_i, _m, r) =>
+        d(r)
+    )(drawn(WASHER, 11)),
+  },
+  pcb: {
+    from: 'bottle',
+    derive: (
+      (d) => (_i, _m, r) =>
+        d(r)
+    )(drawn(PCB, 12)),
+  },
+  label: {
+    from: 'kolektor',
+    derive: (
+      (d) => (_i, _m, r) =>
+        d(r)
+    )(drawn(LABEL, 13)),
+  },
+  fabric: {
+    from: 'screw',
+    derive: (
+      (d) => (_i, _m, r) =>
+        d(r)
+    )(drawn(FABRIC, 14)),
+  },
 };
 
 /** Another pose of the part: on square frames any of the 7 other rotations/mirrors, else 180° or a mirror. */
@@ -290,8 +447,14 @@ const PRODUCTS: Record<string, string[]> = {
   grain: ['grain'],
   dots: ['dots'],
   brushed: ['brushed'],
+  washer: ['washer'],
+  pcb: ['pcb'],
+  label: ['label'],
+  fabric: ['fabric'],
 };
 const SURFACES = ['mesh', 'grain', 'dots', 'brushed'];
+/** The drawn products: only with --only (the default study is the 11 types built from real images and surfaces). */
+const DRAWN = ['washer', 'pcb', 'label', 'fabric'];
 /** --colour: bottle also arrives grayscale and hue-shifted (same bottle, other camera or light). */
 const COLOUR_BOTTLE = ['bottle', 'bottle-lit', 'bottle-gray', 'bottle-tint'];
 
@@ -344,7 +507,12 @@ async function main(): Promise<void> {
   const pool = new ExtractorPool(resolve(backbone), { provider: 'cpu' });
   const emb = await embed(work, backbone, pool);
   if (process.argv.includes('--colour')) PRODUCTS.bottle = COLOUR_BOTTLE;
-  const names = (arg('only') ?? Object.keys(PRODUCTS).join(',')).split(',');
+  const names = (
+    arg('only') ??
+    Object.keys(PRODUCTS)
+      .filter((t) => !DRAWN.includes(t))
+      .join(',')
+  ).split(',');
   const cfg = loadEngineConfig(undefined, { backbone });
   const opts: ClusteringOptions = {
     minSilhouette: cfg.calibration.min_silhouette,

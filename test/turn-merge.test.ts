@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { turnedQuarter } from '../src/features/image.ts';
 import { normaliseRows } from '../src/route/finch.ts';
-import { applyScaleMerge, type FrameSize } from '../src/route/scale-merge.ts';
+import { applyScaleMerge, type FrameSize, mixing, scaleMerge } from '../src/route/scale-merge.ts';
 import { turnMerge } from '../src/route/turn-merge.ts';
 import { seededRandom } from '../src/score/coreset.ts';
 
@@ -89,7 +89,8 @@ test('turnMerge with 0 turns nothing', async () => {
   assert.equal(k.calls.length, 0);
 });
 
-function multiSizeCase(otherProduct: number) {
+/** `strayIn`: the grain frame size whose quarter-turned copies sit in cluster 1 (default the square one). */
+function multiSizeCase(otherProduct: number, strayIn = 0) {
   const rnd = seededRandom(9);
   const sizes: FrameSize[] = [
     { width: 256, height: 256 },
@@ -115,9 +116,9 @@ function multiSizeCase(otherProduct: number) {
       labels.push(label);
     }
   };
-  // grain (look 0) in five frame sizes; grain turned a quarter (look 3) in square frames, in cluster 1
+  // grain (look 0) in five frame sizes; grain turned a quarter (look 3), in cluster 1
   for (const f of sizes) add(20, f, 0, 0);
-  add(20, sizes[0], 3, 1);
+  add(20, { width: sizes[strayIn].height, height: sizes[strayIn].width }, 3, 1);
   // with otherProduct: cluster 1 is mostly another product (look 4) in tall frames
   add(otherProduct, tall, 4, 1);
   const semantic = new Float32Array(frames.length * D);
@@ -175,6 +176,32 @@ test('turnMerge moves a few quarter-turned frames, and only them, from the clust
   assert.match(c.reason, /^split; 20 quarter-turned images moved/);
 });
 
+test('turnMerge moves strays filmed in a frame size that is not square', async () => {
+  // the strays are 240x320 frames: each direction of the test names the size as it is or turned
+  const k = multiSizeCase(200, 1);
+  const r = await turnMerge(k.labels, 2, k.frames, k.semantic, D, k.embed, { minMixing: 0.4, samples: 16 });
+  const strays = [...k.labels.keys()].filter((i) => k.frames[i].width === 240);
+  assert.equal(strays.length, 20);
+  assert.ok(
+    strays.every((i) => r.labels[i] === r.labels[0]),
+    JSON.stringify(r.tested),
+  );
+  assert.deepEqual(
+    r.merged.map((m) => [m.reason, m.size]),
+    [['stray', 20]],
+  );
+});
+
+test('turnMerge and scaleMerge with fewer than 4 samples a cluster merge nothing and do not throw', async () => {
+  const k = multiSizeCase(0);
+  for (const samples of [0, -1, Number.NaN, 3]) {
+    const r = await turnMerge(k.labels, 2, k.frames, k.semantic, D, k.embed, { minMixing: 0.4, samples });
+    assert.equal(r.count, 2, `samples ${samples}`);
+    const s = await scaleMerge(k.labels, 2, k.frames, async () => k.semantic.subarray(0, D), { minMixing: 0.4, samples });
+    assert.equal(s.count, 2, `samples ${samples}`);
+  }
+});
+
 test('turnMerge moves no strays that are a third of their cluster', async () => {
   const k = multiSizeCase(40);
   const r = await turnMerge(k.labels, 2, k.frames, k.semantic, D, k.embed, { minMixing: 0.4, samples: 16 });
@@ -195,4 +222,15 @@ test('turnMerge compares a product in several frame sizes with its quarter-turne
   const square = (i: number) => k.frames[i].width === 256 && k.frames[i].height === 256;
   assert.ok(k.calls.every(square), 'only frames whose turned size the other cluster was filmed in are turned');
   assert.equal(new Set(k.calls).size, k.calls.length, 'each image is turned and embedded once');
+});
+
+test('mixing counts no link for a row whose neighbours are undefined (NaN)', () => {
+  // two far-apart groups, one row of b NaN: before, its missing neighbours (-1) counted as links into a
+  const rnd = seededRandom(4);
+  const rows = new Float32Array(16 * D);
+  for (let i = 0; i < 16; i++) rows.set(near(i < 8 ? 0 : 1, 0.05, rnd), i * D);
+  const clean = mixing(rows, 8, 8, D);
+  rows.fill(Number.NaN, 15 * D, 16 * D);
+  assert.equal(clean, 0);
+  assert.equal(mixing(rows, 8, 8, D), 0);
 });

@@ -111,7 +111,8 @@ export function mixing(rows: Float32Array, na: number, nb: number, d: number, k 
   };
   return Math.min(
     side(0, na, (j) => j >= na, nb),
-    side(na, n, (j) => j < na, na),
+    // -1: no neighbour found (a NaN row compares false with everything), which is no link at all
+    side(na, n, (j) => j >= 0 && j < na, na),
   );
 }
 
@@ -158,7 +159,8 @@ export function meanOf(rows: Float32Array[]): Float32Array {
 export async function scaleMerge(labels: Int32Array, count: number, frames: FrameSize[], embed: CropEmbedder, opts: ScaleMergeOptions): Promise<ScaleMergeResult> {
   const members: number[][] = Array.from({ length: count }, () => []);
   labels.forEach((c, i) => members[c].push(i));
-  if (!(opts.minMixing > 0) || count < 2) return unmerged(labels, count);
+  // mixing needs more than 3 images a side: fewer samples could never merge
+  if (!(opts.minMixing > 0) || !(opts.samples > 3) || count < 2) return unmerged(labels, count);
   const sample = members.map((m) => spread(m, opts.samples));
   const pairs = pairsToTest(members, sample, frames);
   const crops = await cropEmbeddings(pairs, sample, frames, embed, opts);

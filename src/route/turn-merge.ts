@@ -91,7 +91,8 @@ function partners(members: number[][], frames: FrameSize[], samples: number): Tu
 export async function turnMerge(labels: Int32Array, count: number, frames: FrameSize[], semantic: Float32Array, dim: number, embed: TurnEmbedder, opts: TurnMergeOptions): Promise<ScaleMergeResult> {
   const members: number[][] = Array.from({ length: count }, () => []);
   labels.forEach((c, i) => members[c].push(i));
-  if (!(opts.minMixing > 0) || count < 2) return unmerged(labels, count);
+  // mixing needs more than 3 images a side: fewer samples could never merge
+  if (!(opts.minMixing > 0) || !(opts.samples > 3) || count < 2) return unmerged(labels, count);
   const pairs = partners(members, frames, opts.samples);
   const need = [...new Set(pairs.flatMap((p) => p.turnedRows))];
   const turned = new Map<number, Float32Array>();
@@ -133,6 +134,9 @@ interface StrayMove {
   pair: ScalePair;
 }
 
+/** The two directions of a pair name one frame size as it is and turned (a's turned frames are b's real ones, and back). */
+const sameWindow = (w: string, v: string) => w === v || w === v.split('x').reverse().join('x');
+
 const inWindow = (rows: number[], frames: FrameSize[], window: string) => rows.filter((i) => key(frames[i]) === window || turnedKey(frames[i]) === window);
 
 /**
@@ -147,7 +151,7 @@ function strays(members: number[][], frames: FrameSize[], tested: ScalePair[], j
   const candidates = judged.flatMap((p) => {
     const [there, back] = [directed.get(`${p.a}|${p.b}`), directed.get(`${p.b}|${p.a}`)];
     // a pair that merges, or that did not mix in one window both ways, has no strays
-    if (p.mixing > 0 || !there || !back || there.window !== back.window) return [];
+    if (p.mixing > 0 || !there || !back || !sameWindow(there.window, back.window)) return [];
     const both = Math.min(there.mixing, back.mixing);
     return both >= minMixing ? [{ ...p, mixing: both }] : [];
   });
