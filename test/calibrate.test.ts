@@ -137,19 +137,41 @@ test('bundle file: truncation, corruption, wrong magic and version are clear err
   assert.equal(readFileSync(file).length, bytes.length);
 });
 
-/** A dark grid of pitch 12 px at any frame size: one texture, whatever the window it is filmed in. */
-function grid(width: number, height: number, seed: number): Uint8Array {
+/** A dark grid of pitch 12 px at any frame size: one texture, whatever the window it is filmed in (`light`: the lamp's gain). */
+function grid(width: number, height: number, seed: number, light = 1): Uint8Array {
   const shift = seed % 12;
   const img = new Uint8Array(width * height * 3);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       const line = (x + shift) % 12 < 3 || (y + 2 * shift) % 12 < 3;
       const v = (line ? 20 : 190) + ((x * 7 + y * 13 + seed) % 9);
-      img.set([v, line ? v : v * 0.7, line ? v : v * 0.4], 3 * (y * width + x));
+      img.set([v * light, (line ? v : v * 0.7) * light, (line ? v : v * 0.4) * light], 3 * (y * width + x));
     }
   }
   return img;
 }
+
+test('calibrate: a texture in two frame sizes, the larger frames under a dimmer lamp, is one cluster', async () => {
+  const dir = tempDir('cal-scale-light');
+  const bb = writeSyntheticBackbone(join(dir, 'bb'));
+  mkdirSync(join(dir, 'mixed'), { recursive: true });
+  const images: string[] = [];
+  for (let i = 0; i < 12; i++) {
+    for (const [w, h, light] of [
+      [96, 96, 1],
+      [192, 96, 0.45],
+    ]) {
+      const p = join(dir, 'mixed', `grid_${w}_${i}.png`);
+      await writePng(p, grid(w, h, i, light), w, h);
+      images.push(p);
+    }
+  }
+  images.push(...(await writeSet(join(dir, 'mixed'), 'plate', 16, 300)));
+  const { bundle } = await calibrate(options(bb, images));
+  const k = bundle.header.calibration.clustering!;
+  assert.equal(bundle.clusters.length, 2, `${k.reason} ${JSON.stringify(k.scale_tests)}`);
+  for (const c of bundle.clusters) assert.equal(new Set(c.info.members.map((m) => m.split('/').pop()!.split('_')[0])).size, 1, k.reason);
+});
 
 test('calibrate: a texture in two frame sizes is one cluster, and the scale test that compared it with another product is in the header', async () => {
   const dir = tempDir('cal-scale');

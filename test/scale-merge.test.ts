@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { normaliseRows } from '../src/route/finch.ts';
 import { applyScaleMerge, mixing, scaleMerge, type CropWindow, type FrameSize } from '../src/route/scale-merge.ts';
 import { seededRandom } from '../src/score/coreset.ts';
-import { cropImage } from '../src/features/image.ts';
+import { cropImage, LEVEL_MAX_GAIN, LEVEL_MEAN, LEVEL_SPREAD, levelled, type RgbImage } from '../src/features/image.ts';
 
 const D = 16;
 
@@ -131,6 +131,62 @@ test('cropImage copies the rectangle and clamps it to the frame', () => {
   assert.deepEqual([...c.data], [15, 16, 17, 18, 19, 20, 27, 28, 29, 30, 31, 32]);
   const edge = cropImage(img, { left: 3, top: 2, width: 10, height: 10 });
   assert.deepEqual([edge.width, edge.height, ...edge.data], [1, 1, 33, 34, 35]);
+});
+
+/** Luminance mean and standard deviation, as levelled measures them. */
+function lumaStats(img: RgbImage): [number, number] {
+  const y: number[] = [];
+  for (let i = 0; i < img.data.length; i += 3) y.push(0.299 * img.data[i] + 0.587 * img.data[i + 1] + 0.114 * img.data[i + 2]);
+  const m = y.reduce((a, b) => a + b, 0) / y.length;
+  return [m, Math.sqrt(y.reduce((a, b) => a + (b - m) ** 2, 0) / y.length)];
+}
+
+test('levelled: the same frame under another gain and offset levels to the same image', () => {
+  // a frame with values 64..192 under a lamp 0.5x..1.6x as bright and a black level shifted by up to 30
+  const frame = fc.record({
+    w: fc.integer({ min: 4, max: 24 }),
+    h: fc.integer({ min: 4, max: 24 }),
+    seed: fc.integer(),
+    gain: fc.double({ min: 0.5, max: 1.6, noNaN: true }),
+    offset: fc.integer({ min: -30, max: 30 }),
+  });
+  fc.assert(
+    fc.property(frame, ({ w, h, seed, gain, offset }) => {
+      const rnd = seededRandom(seed);
+      const data = new Uint8Array(w * h * 3);
+      for (let i = 0; i < data.length; i += 3) {
+        const base = 64 + rnd() * 118;
+        for (let c = 0; c < 3; c++) data[i + c] = Math.round(base + rnd() * 10);
+      }
+      const lit = Uint8Array.from(data, (v) => Math.max(0, Math.min(255, Math.round((v - 128) * gain + 128 + offset))));
+      // where the needed gain is past its bound (an almost flat frame), levelling stops short by design
+      fc.pre(lumaStats({ width: w, height: h, data: lit })[1] > (1.05 * LEVEL_SPREAD) / LEVEL_MAX_GAIN);
+      const a = levelled({ width: w, height: h, data });
+      const b = levelled({ width: w, height: h, data: lit });
+      // rounding the relit frame to 8 bits moves each value by up to 0.5 before the (at most 3x) gain
+      const worst = a.data.reduce((m, v, i) => Math.max(m, Math.abs(v - b.data[i])), 0);
+      assert.ok(worst <= 3, `largest difference ${worst}`);
+      const [mean, sd] = lumaStats(a);
+      assert.ok(Math.abs(mean - LEVEL_MEAN) < 1.5 && Math.abs(sd - LEVEL_SPREAD) < 1.5, `${mean} ${sd}`);
+    }),
+    { numRuns: 200 },
+  );
+});
+
+test('levelled keeps colour and does not blow a flat frame up', () => {
+  // a red part in light and shade: levelled per channel it would turn gray; one gain keeps it red
+  const red = { width: 16, height: 1, data: Uint8Array.from({ length: 48 }, (_, i) => (i % 3 ? 30 : 100 + 8 * Math.floor(i / 3))) };
+  const l = levelled(red).data;
+  for (let p = 0; p < 48; p += 3) assert.ok(l[p] > l[p + 1] + 40 && l[p + 1] === l[p + 2], String([...l]));
+  // a flat frame with one pixel 1 level off: the gain stops at 3, so that pixel moves by 3, not to 255
+  const flat = { width: 8, height: 8, data: new Uint8Array(192).fill(90) };
+  flat.data.fill(91, 0, 3);
+  const f = levelled(flat).data;
+  assert.ok(
+    f.every((v) => Math.abs(v - LEVEL_MEAN) <= 3),
+    String([...f.slice(0, 6)]),
+  );
+  assert.deepEqual([...levelled({ width: 0, height: 0, data: new Uint8Array(0) }).data], []);
 });
 
 test('scaleMerge leaves a pair alone when the common window is a small part of the frames', async () => {

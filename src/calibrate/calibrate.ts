@@ -4,7 +4,7 @@
  * threshold from held-out scores (k fold banks, or the one bank with each image's own rows masked).
  * Returns a Bundle; the caller writes it.
  */
-import { cropImage, readImage, turnedQuarter, type FitMode, type RgbImage } from '../features/image.ts';
+import { cropImage, levelled, readImage, turnedQuarter, type FitMode, type RgbImage } from '../features/image.ts';
 import { cacheBudgetBytes, PatchCache } from './patch-cache.ts';
 import type { FeatureSettings } from '../features/extractor.ts';
 import { ExtractorPool } from '../features/extractor-pool.ts';
@@ -210,7 +210,9 @@ export async function mergeViews(c0: ClusteringResult, emb: Embedded, m: ViewMer
     c = applyScaleMerge(c, await turnMerge(c.labels, c.count, emb.frames, emb.semantic, emb.dim, turn, { minMixing: m.turn, samples: SCALE_SAMPLES, progress: progressOf }), 'turn');
   }
   if (m.scale > 0 && c.count > 1) {
-    const crop: CropEmbedder = async (i, window) => semanticOf(cropImage(await readImage(io.images[i]), window));
+    // crops at one light level: one product filmed under brighter and dimmer light is one product
+    // (FINCH can split it by light as well as by frame size); shapes, texture and hue still differ
+    const crop: CropEmbedder = async (i, window) => semanticOf(levelled(cropImage(await readImage(io.images[i]), window)));
     const progressOf = (done: number, total: number) => progress?.('clustering (frame sizes)', done, total);
     c = applyScaleMerge(c, await scaleMerge(c.labels, c.count, emb.frames, crop, { minMixing: m.scale, samples: SCALE_SAMPLES, progress: progressOf }));
   }

@@ -291,6 +291,36 @@ export function cropImage(img: RgbImage, r: { left: number; top: number; width: 
   return { width, height, data };
 }
 
+/** Luminance mean and standard deviation that `levelled` maps every image to. */
+export const LEVEL_MEAN = 128;
+export const LEVEL_SPREAD = 48;
+/** The largest gain `levelled` applies either way: a near-flat frame is not blown up into noise. */
+export const LEVEL_MAX_GAIN = 3;
+
+/**
+ * The image at one light level: one gain and one offset for all three channels, so that its luminance
+ * has mean LEVEL_MEAN and standard deviation LEVEL_SPREAD (the gain bounded to 1/3..3). The same part
+ * under a brighter lamp or a longer exposure then looks alike; hue and the ratios between channels
+ * are kept, so colour still tells products apart.
+ */
+export function levelled(img: RgbImage): RgbImage {
+  const { data } = img;
+  const n = data.length / 3;
+  let sum = 0;
+  let sq = 0;
+  for (let i = 0; i < data.length; i += 3) {
+    const y = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+    sum += y;
+    sq += y * y;
+  }
+  const mean = n ? sum / n : 0;
+  const sd = n ? Math.sqrt(Math.max(0, sq / n - mean * mean)) : 0;
+  const gain = Math.min(LEVEL_MAX_GAIN, Math.max(1 / LEVEL_MAX_GAIN, LEVEL_SPREAD / Math.max(sd, 1e-6)));
+  const out = new Uint8Array(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = Math.max(0, Math.min(255, Math.round((data[i] - mean) * gain + LEVEL_MEAN)));
+  return { width: img.width, height: img.height, data: out };
+}
+
 /** The image turned a quarter clockwise (width and height swap). */
 export function turnedQuarter(img: RgbImage): RgbImage {
   const { width: w, height: h, data } = img;
