@@ -7,10 +7,11 @@
  *
  *   node --import tsx scripts/cluster-study.ts [--data ../shared/datasets] [--work scratch/B/study]
  *        [--backbone models/mnv2-ptq] [--per-size N] [--seed S] [--posed] [--colour] [--only a,b,c]
- *        [--subsets a+b,c] [--flat] [--pose-merge F] [--link-merge S] [--scale-merge M] [--turn-merge M] [--one-scale] [--json out.json]
+ *        [--subsets a+b,c] [--start K] [--frame WxH] [--flat] [--pose-merge F] [--link-merge S] [--scale-merge M] [--turn-merge M] [--one-scale] [--json out.json]
  *
  * --flat: the partition choice once on the whole set (HierCore as published), for comparison.
  * --one-scale: the surfaces only in their small frames (up to 320x240), see README.
+ * --frame WxH: the surfaces only in that frame size (one camera window; light still varies per image).
  * --scale-merge M, --turn-merge M: the view tests' least mixing (defaults calibration.scale_merge and
  * calibration.turn_merge; 0 = off, as before them).
  *
@@ -502,6 +503,7 @@ async function main(): Promise<void> {
   const perSize = Number(arg('per-size', '12'));
   const isPosed = process.argv.includes('--posed');
   const oneScale = process.argv.includes('--one-scale');
+  const oneFrame = arg('frame');
   const rnd = seededRandom(Number(arg('seed', '1')));
   await derive(data, work);
   const pool = new ExtractorPool(resolve(backbone), { provider: 'cpu' });
@@ -544,11 +546,19 @@ async function main(): Promise<void> {
     }
   }
   const rows: { types: string[]; n: number; found: number; nmi: number; purity: number; ms: number; reason: string; splits: unknown; views?: unknown }[] = [];
+  const start = Number(arg('start', '1'));
+  let mixNo = 0;
   for (const picked of subsets) {
     const parts = picked.map((t) => ({ t, folders: PRODUCTS[t].map((f) => ({ e: emb.get(f)!, p: emb.get(`${f}@posed`)! })) }));
     for (const { t, folders } of parts) if (folders.some((f) => !f.e)) throw new Error(`no embeddings for ${t}`);
     // --one-scale: surfaces only in frames up to 320x240, which the input size shrinks alike
-    const keep = (t: string, i: number) => !oneScale || !SURFACES.includes(t) || PRODUCTS[t].some((f) => emb.get(f)!.frames[i] <= 320 * 240);
+    // --frame: surfaces only in that frame size, from the plain or the posed copy (they differ in size)
+    const fits = (t: string, e: TypeEmb, i: number) => !oneFrame || !SURFACES.includes(t) || `${e.dims[i].width}x${e.dims[i].height}` === oneFrame;
+    const keep = (t: string, i: number) => {
+      const f = emb.get(PRODUCTS[t][0])!;
+      if (!fits(t, f, i) && !fits(t, emb.get(`${PRODUCTS[t][0]}@posed`)!, i)) return false;
+      return !oneScale || !SURFACES.includes(t) || f.frames[i] <= 320 * 240;
+    };
     const rowsOf = parts.map(({ t, folders }) => Array.from({ length: folders[0].e.n }, (_, i) => i).filter((i) => keep(t, i)));
     const n = rowsOf.reduce((s, q) => s + q.length, 0);
     const dim = parts[0].folders[0].e.dim;
@@ -562,11 +572,12 @@ async function main(): Promise<void> {
     const paths: string[] = [];
     const dims: FrameSize[] = [];
     let r = 0;
-    parts.forEach(({ folders }, k) => {
+    parts.forEach(({ t, folders }, k) => {
       for (const i of rowsOf[k]) {
         r++;
         const f = folders[Math.floor(rnd() * folders.length)];
-        const src = isPosed && rnd() < 0.5 ? f.p : f.e;
+        const drawn = isPosed && rnd() < 0.5 ? f.p : f.e;
+        const src = fits(t, drawn, i) ? drawn : drawn === f.p ? f.e : f.p;
         x.set(src.semantic.subarray(i * dim, (i + 1) * dim), (r - 1) * dim);
         pose.set(src.pose.subarray(i * perRow, (i + 1) * perRow), (r - 1) * perRow);
         turned?.set(src.turned!.subarray(i * dim, (i + 1) * dim), (r - 1) * dim);
@@ -575,6 +586,8 @@ async function main(): Promise<void> {
         dims.push(src.dims[i]);
       }
     });
+    // --start K: rerun from the K-th mix (1-based) with the same draws as the whole run
+    if (++mixNo < start) continue;
     const t0 = performance.now();
     let res = clusterEmbeddings(x, n, dim, opts, { samples: pose, perRow, ...(turned ? { turned } : {}) });
     const ms = performance.now() - t0;

@@ -67,9 +67,9 @@ function surfaceCase() {
   add(20, { width: 256, height: 256 }, 2, 1);
   add(20, { width: 128, height: 300 }, 3, 2);
   const rnd = seededRandom(11);
-  const calls: { image: number; window: CropWindow }[] = [];
-  const embed = async (image: number, window: CropWindow) => {
-    calls.push({ image, window });
+  const calls: { image: number; window: CropWindow; level: boolean }[] = [];
+  const embed = async (image: number, window: CropWindow, level: boolean) => {
+    calls.push({ image, window, level });
     return near(product[image] * 4, 0.5, rnd);
   };
   return { frames, labels: Int32Array.from(labels), embed, calls };
@@ -87,15 +87,21 @@ test('scaleMerge joins one surface split by frame size, not another product, and
     r.merged.map((m) => [m.reason, m.size, m.window]),
     [['scale', 20, '256x256']],
   );
-  // 0 and 2 share their frame size: FINCH compared them already, so the pair is not tested
-  assert.ok(!r.tested.some((t) => t.a === 0 && t.b === 2));
+  // 0 and 2 share their frame size: compared whole (levelled crops of the full frame), they stay apart
+  const same = r.tested.find((t) => t.a === 0 && t.b === 2);
+  assert.equal(same?.window, '256x256');
+  assert.ok(same.mixing < 0.4, JSON.stringify(same));
   assert.equal(r.tested.find((t) => t.a === 0 && t.b === 3)?.window, '128x256');
   for (const { image, window } of k.calls) {
     const f = k.frames[image];
     assert.ok(window.left >= 0 && window.top >= 0 && window.left + window.width <= f.width && window.top + window.height <= f.height, JSON.stringify({ f, window }));
   }
-  // each cluster's sample is cropped once per window: cluster 1 at 256x256 and at 128x256
-  assert.equal(k.calls.length, new Set(k.calls.map((c) => `${c.image}|${c.window.width}x${c.window.height}`)).size);
+  // each cluster's sample is cropped once per window (cluster 1 at 256x256 and at 128x256), embedded
+  // levelled and, for pairs whose frame sizes differ, as filmed at the same position
+  const key = (c: { image: number; window: CropWindow }) => `${c.image}|${c.window.width}x${c.window.height}`;
+  assert.equal(k.calls.length, new Set(k.calls.map((c) => `${key(c)}|${c.level}`)).size);
+  const filmed = k.calls.filter((c) => !c.level);
+  assert.ok(filmed.length > 0 && filmed.every((c) => k.calls.some((l) => l.level && key(l) === key(c) && l.window.left === c.window.left && l.window.top === c.window.top)));
 });
 
 test('scaleMerge with 0 is off, and applyScaleMerge renumbers the log and the split leaves', async () => {
@@ -230,4 +236,19 @@ test('scaleMerge: a cluster that mixes with two products does not bridge them', 
   const c = applyScaleMerge(base, r);
   for (const t of c.scaleTests!) assert.ok(t.a < c.count && t.b < c.count);
   assert.equal(c.scaleTests!.filter((t) => t.a === t.b).length, 1);
+});
+
+test('scaleMerge joins a pair whose crops mix as filmed or levelled, and not one that mixes in neither', async () => {
+  const frames: FrameSize[] = [...Array.from({ length: 16 }, () => ({ width: 256, height: 256 })), ...Array.from({ length: 16 }, () => ({ width: 512, height: 256 }))];
+  const labels = Int32Array.from(frames, (_, i) => (i < 16 ? 0 : 1));
+  const rnd = seededRandom(12);
+  const cases: [string, (i: number, level: boolean) => number, number][] = [
+    ['mix as filmed only (the light makes them differ only once levelled)', (i, level) => (level ? labels[i] * 4 : 0), 1],
+    ['mix levelled only (a dimmer lamp on the larger frames)', (i, level) => (level ? 0 : labels[i] * 4), 1],
+    ['mix in neither', (i) => labels[i] * 4, 2],
+  ];
+  for (const [name, axis, count] of cases) {
+    const r = await scaleMerge(labels, 2, frames, async (i, _w, level) => near(axis(i, level), 0.5, rnd), { minMixing: 0.4, samples: 16 });
+    assert.equal(r.count, count, `${name}: ${JSON.stringify(r.tested)}`);
+  }
 });

@@ -210,9 +210,11 @@ export async function mergeViews(c0: ClusteringResult, emb: Embedded, m: ViewMer
     c = applyScaleMerge(c, await turnMerge(c.labels, c.count, emb.frames, emb.semantic, emb.dim, turn, { minMixing: m.turn, samples: SCALE_SAMPLES, progress: progressOf }), 'turn');
   }
   if (m.scale > 0 && c.count > 1) {
-    // crops at one light level: one product filmed under brighter and dimmer light is one product
-    // (FINCH can split it by light as well as by frame size); shapes, texture and hue still differ
-    const crop: CropEmbedder = async (i, window) => semanticOf(levelled(cropImage(await readImage(io.images[i]), window)));
+    // levelled: at one light level, since FINCH splits one product by light as well as by frame size
+    const crop: CropEmbedder = async (i, window, level) => {
+      const img = cropImage(await readImage(io.images[i]), window);
+      return semanticOf(level ? levelled(img) : img);
+    };
     const progressOf = (done: number, total: number) => progress?.('clustering (frame sizes)', done, total);
     c = applyScaleMerge(c, await scaleMerge(c.labels, c.count, emb.frames, crop, { minMixing: m.scale, samples: SCALE_SAMPLES, progress: progressOf }));
   }

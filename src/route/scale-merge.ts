@@ -22,7 +22,7 @@ export interface CropWindow extends FrameSize {
 }
 
 /** Unit semantic embedding of `image`'s crop `window`, embedded at the input size of a frame of the window's size. */
-export type CropEmbedder = (image: number, window: CropWindow) => Promise<Float32Array>;
+export type CropEmbedder = (image: number, window: CropWindow, level: boolean) => Promise<Float32Array>;
 
 export interface ScaleMergeOptions {
   /**
@@ -116,7 +116,15 @@ export function mixing(rows: Float32Array, na: number, nb: number, d: number, k 
   );
 }
 
-/** Whether the two clusters' frames differ in size at all (else FINCH compared them at one scale). */
+/** A pair to test at window `w`; `asFilmed`: the crops are compared as filmed too, not only levelled (their frame sizes differ). */
+interface TestPair {
+  a: number;
+  b: number;
+  w: FrameSize;
+  asFilmed: boolean;
+}
+
+/** Whether the two samples' frames differ in size at all (else FINCH compared them as filmed already). */
 function sizesDiffer(a: number[], b: number[], frames: FrameSize[]): boolean {
   const key = (i: number) => `${frames[i].width}x${frames[i].height}`;
   const ka = new Set(a.map(key));
@@ -124,16 +132,19 @@ function sizesDiffer(a: number[], b: number[], frames: FrameSize[]): boolean {
   return ka.size !== kb.size || [...ka].some((s) => !kb.has(s));
 }
 
-/** The pairs to test (frame sizes differ, the window covers enough) and the common window of each: the smaller width and height of both samples. */
-function pairsToTest(members: number[][], sample: number[][], frames: FrameSize[]): { a: number; b: number; w: FrameSize }[] {
-  const out: { a: number; b: number; w: FrameSize }[] = [];
-  for (let a = 0; a < members.length; a++) {
-    for (let b = a + 1; b < members.length; b++) {
-      if (!sizesDiffer(members[a], members[b], frames)) continue;
+/**
+ * The pairs to test (the window covers enough) and the common window of each: the smaller width and
+ * height of both samples. Pairs filmed in the same frame sizes are tested too: the crops are levelled
+ * to one light level, and FINCH splits one product by light at a single frame size as well.
+ */
+function pairsToTest(sample: number[][], frames: FrameSize[]): TestPair[] {
+  const out: TestPair[] = [];
+  for (let a = 0; a < sample.length; a++) {
+    for (let b = a + 1; b < sample.length; b++) {
       const both = [...sample[a], ...sample[b]];
       const w = { width: Math.min(...both.map((i) => frames[i].width)), height: Math.min(...both.map((i) => frames[i].height)) };
       const cover = (c: number) => (w.width * w.height) / medianArea(sample[c], frames);
-      if (Math.min(cover(a), cover(b)) >= SCALE_MIN_COVER) out.push({ a, b, w });
+      if (Math.min(cover(a), cover(b)) >= SCALE_MIN_COVER) out.push({ a, b, w, asFilmed: sizesDiffer(sample[a], sample[b], frames) });
     }
   }
   return out;
@@ -162,48 +173,61 @@ export async function scaleMerge(labels: Int32Array, count: number, frames: Fram
   // mixing needs more than 3 images a side: fewer samples could never merge
   if (!(opts.minMixing > 0) || !(opts.samples > 3) || count < 2) return unmerged(labels, count);
   const sample = members.map((m) => spread(m, opts.samples));
-  const pairs = pairsToTest(members, sample, frames);
+  const pairs = pairsToTest(sample, frames);
   const crops = await cropEmbeddings(pairs, sample, frames, embed, opts);
-  const keyOf = (c: number, w: FrameSize) => `${c}|${w.width}x${w.height}`;
   const r4 = (v: number) => Number(v.toFixed(4));
-  const tested = pairs.map(({ a, b, w }) => {
-    const ea = crops.get(keyOf(a, w))!;
-    const eb = crops.get(keyOf(b, w))!;
-    const d = ea[0].length;
-    const rows = new Float32Array((ea.length + eb.length) * d);
-    [...ea, ...eb].forEach((e, i) => rows.set(e, i * d));
-    const distance = 1 - dot(meanOf(ea), 0, meanOf(eb), 0, d);
-    return { a, b, window: `${w.width}x${w.height}`, mixing: r4(mixing(rows, ea.length, eb.length, d, opts.k)), distance: r4(distance) };
+  const tested = pairs.map(({ a, b, w, asFilmed }) => {
+    const levelledMix = mixingOf(crops.get(cropKey(a, w, true))!, crops.get(cropKey(b, w, true))!, opts.k);
+    // the larger counts: either view showing one product is evidence of one product (two products mix in neither)
+    const filmed = asFilmed ? mixingOf(crops.get(cropKey(a, w, false))!, crops.get(cropKey(b, w, false))!, opts.k) : undefined;
+    const best = filmed && filmed.mixing > levelledMix.mixing ? filmed : levelledMix;
+    return { a, b, window: `${w.width}x${w.height}`, mixing: r4(best.mixing), distance: r4(best.distance) };
   });
   return joinPairs(labels, count, members, tested, opts.minMixing, 'scale');
 }
 
-/** Each cluster's sampled images cropped at random positions to each window its pairs need, embedded once. */
-async function cropEmbeddings(
-  pairs: { a: number; b: number; w: FrameSize }[],
-  sample: number[][],
-  frames: FrameSize[],
-  embed: CropEmbedder,
-  opts: ScaleMergeOptions,
-): Promise<Map<string, Float32Array[]>> {
-  const jobs = new Map<string, { c: number; w: FrameSize }>();
-  for (const p of pairs) for (const c of [p.a, p.b]) jobs.set(`${c}|${p.w.width}x${p.w.height}`, { c, w: p.w });
-  const total = [...jobs.values()].reduce((s, j) => s + sample[j.c].length, 0);
+const cropKey = (c: number, w: FrameSize, level: boolean) => `${c}|${w.width}x${w.height}|${level ? 'levelled' : 'filmed'}`;
+
+/** Mixing of two clusters' crops and the cosine distance between their means. */
+function mixingOf(ea: Float32Array[], eb: Float32Array[], k?: number): { mixing: number; distance: number } {
+  const d = ea[0].length;
+  const rows = new Float32Array((ea.length + eb.length) * d);
+  [...ea, ...eb].forEach((e, i) => rows.set(e, i * d));
+  return { mixing: mixing(rows, ea.length, eb.length, d, k), distance: 1 - dot(meanOf(ea), 0, meanOf(eb), 0, d) };
+}
+
+/**
+ * Each cluster's sampled images cropped at random positions to each window its pairs need, embedded
+ * once levelled and, where a pair compares them as filmed, once as filmed (at the same positions).
+ */
+async function cropEmbeddings(pairs: TestPair[], sample: number[][], frames: FrameSize[], embed: CropEmbedder, opts: ScaleMergeOptions): Promise<Map<string, Float32Array[]>> {
+  const jobs = new Map<string, { c: number; w: FrameSize; asFilmed: boolean }>();
+  for (const p of pairs) {
+    for (const c of [p.a, p.b]) {
+      const key = `${c}|${p.w.width}x${p.w.height}`;
+      jobs.set(key, { c, w: p.w, asFilmed: p.asFilmed || !!jobs.get(key)?.asFilmed });
+    }
+  }
+  const total = [...jobs.values()].reduce((s, j) => s + sample[j.c].length * (j.asFilmed ? 2 : 1), 0);
   const rnd = random(opts.seed ?? 1);
   const out = new Map<string, Float32Array[]>();
   let done = 0;
   // by window, so the extractor pool serves one input size at a time
   const order = [...jobs].sort((x, y) => x[1].w.width - y[1].w.width || x[1].w.height - y[1].w.height || x[1].c - y[1].c);
-  for (const [key, { c, w }] of order) {
-    const rows: Float32Array[] = [];
+  for (const [, { c, w, asFilmed }] of order) {
+    const level: Float32Array[] = [];
+    const filmed: Float32Array[] = [];
     for (const i of sample[c]) {
       const f = frames[i];
-      const left = Math.floor(rnd() * (f.width - w.width + 1));
-      const top = Math.floor(rnd() * (f.height - w.height + 1));
-      rows.push(await embed(i, { left, top, width: w.width, height: w.height }));
+      const window = { left: Math.floor(rnd() * (f.width - w.width + 1)), top: Math.floor(rnd() * (f.height - w.height + 1)), width: w.width, height: w.height };
+      level.push(await embed(i, window, true));
+      opts.progress?.(++done, total);
+      if (!asFilmed) continue;
+      filmed.push(await embed(i, window, false));
       opts.progress?.(++done, total);
     }
-    out.set(key, rows);
+    out.set(cropKey(c, w, true), level);
+    if (asFilmed) out.set(cropKey(c, w, false), filmed);
   }
   return out;
 }
