@@ -151,21 +151,27 @@ function grid(width: number, height: number, seed: number, light = 1): Uint8Arra
   return img;
 }
 
+/** 12 grids at 96x96 and 12 at 192x96, the larger under a lamp of gain `light`; their paths. */
+async function writeGrids(dir: string, light: number): Promise<string[]> {
+  const images: string[] = [];
+  for (let i = 0; i < 12; i++) {
+    for (const [w, h, l] of [
+      [96, 96, 1],
+      [192, 96, light],
+    ]) {
+      const p = join(dir, `grid_${w}_${i}.png`);
+      await writePng(p, grid(w, h, i, l), w, h);
+      images.push(p);
+    }
+  }
+  return images;
+}
+
 test('calibrate: a texture in two frame sizes, the larger frames under a dimmer lamp, is one cluster', async () => {
   const dir = tempDir('cal-scale-light');
   const bb = writeSyntheticBackbone(join(dir, 'bb'));
   mkdirSync(join(dir, 'mixed'), { recursive: true });
-  const images: string[] = [];
-  for (let i = 0; i < 12; i++) {
-    for (const [w, h, light] of [
-      [96, 96, 1],
-      [192, 96, 0.45],
-    ]) {
-      const p = join(dir, 'mixed', `grid_${w}_${i}.png`);
-      await writePng(p, grid(w, h, i, light), w, h);
-      images.push(p);
-    }
-  }
+  const images = await writeGrids(join(dir, 'mixed'), 0.45);
   images.push(...(await writeSet(join(dir, 'mixed'), 'plate', 16, 300)));
   const { bundle } = await calibrate(options(bb, images));
   const k = bundle.header.calibration.clustering!;
@@ -177,17 +183,7 @@ test('calibrate: a texture in two frame sizes is one cluster, and the scale test
   const dir = tempDir('cal-scale');
   const bb = writeSyntheticBackbone(join(dir, 'bb'));
   mkdirSync(join(dir, 'mixed'), { recursive: true });
-  const images: string[] = [];
-  for (let i = 0; i < 12; i++) {
-    for (const [w, h] of [
-      [96, 96],
-      [192, 96],
-    ]) {
-      const p = join(dir, 'mixed', `grid_${w}_${i}.png`);
-      await writePng(p, grid(w, h, i), w, h);
-      images.push(p);
-    }
-  }
+  const images = await writeGrids(join(dir, 'mixed'), 1);
   images.push(...(await writeSet(join(dir, 'mixed'), 'plate', 16, 300)));
   const { bundle } = await calibrate(options(bb, images));
   const k = bundle.header.calibration.clustering!;

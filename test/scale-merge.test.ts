@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { normaliseRows } from '../src/route/finch.ts';
 import { applyScaleMerge, mixing, scaleMerge, type CropWindow, type FrameSize } from '../src/route/scale-merge.ts';
 import { seededRandom } from '../src/score/coreset.ts';
+import { perView } from './helpers/synthetic.ts';
 import { cropImage, LEVEL_MAX_GAIN, LEVEL_MEAN, LEVEL_SPREAD, levelled, type RgbImage } from '../src/features/image.ts';
 
 const D = 16;
@@ -77,7 +78,7 @@ function surfaceCase() {
 
 test('scaleMerge joins one surface split by frame size, not another product, and crops inside the frames', async () => {
   const k = surfaceCase();
-  const r = await scaleMerge(k.labels, 4, k.frames, k.embed, { minMixing: 0.4, samples: 16 });
+  const r = await scaleMerge(k.labels, 4, k.frames, perView(k.embed), { minMixing: 0.4, samples: 16 });
   assert.equal(r.count, 3);
   // clusters 0 and 1 are one now; 2 and 3 keep their own
   assert.equal(r.labels[0], r.labels[25]);
@@ -106,10 +107,10 @@ test('scaleMerge joins one surface split by frame size, not another product, and
 
 test('scaleMerge with 0 is off, and applyScaleMerge renumbers the log and the split leaves', async () => {
   const k = surfaceCase();
-  const off = await scaleMerge(k.labels, 4, k.frames, k.embed, { minMixing: 0, samples: 16 });
+  const off = await scaleMerge(k.labels, 4, k.frames, perView(k.embed), { minMixing: 0, samples: 16 });
   assert.equal(off.count, 4);
   assert.equal(k.calls.length, 0);
-  const on = await scaleMerge(k.labels, 4, k.frames, k.embed, { minMixing: 0.4, samples: 16 });
+  const on = await scaleMerge(k.labels, 4, k.frames, perView(k.embed), { minMixing: 0.4, samples: 16 });
   const base = {
     labels: k.labels,
     count: 4,
@@ -204,7 +205,7 @@ test('scaleMerge leaves a pair alone when the common window is a small part of t
     calls++;
     return near(0, 0.5, rnd);
   };
-  const r = await scaleMerge(labels, 2, frames, embed, { minMixing: 0.4, samples: 16 });
+  const r = await scaleMerge(labels, 2, frames, perView(embed), { minMixing: 0.4, samples: 16 });
   assert.equal(r.count, 2);
   assert.equal(calls, 0);
   assert.deepEqual(r.tested, []);
@@ -226,7 +227,7 @@ test('scaleMerge: a cluster that mixes with two products does not bridge them', 
   const labels = Int32Array.from(frames, (_, i) => Math.floor(i / 16));
   const rnd = seededRandom(4);
   const embed = async (i: number) => near(i < 16 ? 0 : i >= 32 ? 8 : i % 2 ? 0 : 8, 0.3, rnd);
-  const r = await scaleMerge(labels, 3, frames, embed, { minMixing: 0.4, samples: 16 });
+  const r = await scaleMerge(labels, 3, frames, perView(embed), { minMixing: 0.4, samples: 16 });
   const mixOf = (a: number, b: number) => r.tested.find((t) => t.a === a && t.b === b)!.mixing;
   assert.ok(mixOf(0, 1) >= 0.4 && mixOf(1, 2) >= 0.4 && mixOf(0, 2) === 0, JSON.stringify(r.tested));
   assert.notEqual(r.labels[0], r.labels[40], 'the two products stay apart');
@@ -248,7 +249,13 @@ test('scaleMerge joins a pair whose crops mix as filmed or levelled, and not one
     ['mix in neither', (i) => labels[i] * 4, 2],
   ];
   for (const [name, axis, count] of cases) {
-    const r = await scaleMerge(labels, 2, frames, async (i, _w, level) => near(axis(i, level), 0.5, rnd), { minMixing: 0.4, samples: 16 });
+    const r = await scaleMerge(
+      labels,
+      2,
+      frames,
+      perView(async (i, _w, level) => near(axis(i, level), 0.5, rnd)),
+      { minMixing: 0.4, samples: 16 },
+    );
     assert.equal(r.count, count, `${name}: ${JSON.stringify(r.tested)}`);
   }
 });

@@ -5,6 +5,7 @@ import { normaliseRows } from '../src/route/finch.ts';
 import { applyScaleMerge, type FrameSize, mixing, scaleMerge } from '../src/route/scale-merge.ts';
 import { turnMerge } from '../src/route/turn-merge.ts';
 import { seededRandom } from '../src/score/coreset.ts';
+import { perView } from './helpers/synthetic.ts';
 
 const D = 16;
 
@@ -197,7 +198,13 @@ test('turnMerge and scaleMerge with fewer than 4 samples a cluster merge nothing
   for (const samples of [0, -1, Number.NaN, 3]) {
     const r = await turnMerge(k.labels, 2, k.frames, k.semantic, D, k.embed, { minMixing: 0.4, samples });
     assert.equal(r.count, 2, `samples ${samples}`);
-    const s = await scaleMerge(k.labels, 2, k.frames, async () => k.semantic.subarray(0, D), { minMixing: 0.4, samples });
+    const s = await scaleMerge(
+      k.labels,
+      2,
+      k.frames,
+      perView(async () => k.semantic.subarray(0, D)),
+      { minMixing: 0.4, samples },
+    );
     assert.equal(s.count, 2, `samples ${samples}`);
   }
 });

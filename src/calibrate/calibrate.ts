@@ -211,9 +211,9 @@ export async function mergeViews(c0: ClusteringResult, emb: Embedded, m: ViewMer
   }
   if (m.scale > 0 && c.count > 1) {
     // levelled: at one light level, since FINCH splits one product by light as well as by frame size
-    const crop: CropEmbedder = async (i, window, level) => {
+    const crop: CropEmbedder = async (i, window, asFilmed) => {
       const img = cropImage(await readImage(io.images[i]), window);
-      return semanticOf(level ? levelled(img) : img);
+      return { levelled: await semanticOf(levelled(img)), ...(asFilmed ? { filmed: await semanticOf(img) } : {}) };
     };
     const progressOf = (done: number, total: number) => progress?.('clustering (frame sizes)', done, total);
     c = applyScaleMerge(c, await scaleMerge(c.labels, c.count, emb.frames, crop, { minMixing: m.scale, samples: SCALE_SAMPLES, progress: progressOf }));

@@ -21,8 +21,11 @@ export interface CropWindow extends FrameSize {
   top: number;
 }
 
-/** Unit semantic embedding of `image`'s crop `window`, embedded at the input size of a frame of the window's size. */
-export type CropEmbedder = (image: number, window: CropWindow, level: boolean) => Promise<Float32Array>;
+/**
+ * Unit semantic embeddings of `image`'s crop `window`, embedded at the input size of a frame of the
+ * window's size: levelled to one light level and, with `asFilmed`, also as filmed (one image read).
+ */
+export type CropEmbedder = (image: number, window: CropWindow, asFilmed: boolean) => Promise<{ levelled: Float32Array; filmed?: Float32Array }>;
 
 export interface ScaleMergeOptions {
   /**
@@ -220,11 +223,11 @@ async function cropEmbeddings(pairs: TestPair[], sample: number[][], frames: Fra
     for (const i of sample[c]) {
       const f = frames[i];
       const window = { left: Math.floor(rnd() * (f.width - w.width + 1)), top: Math.floor(rnd() * (f.height - w.height + 1)), width: w.width, height: w.height };
-      level.push(await embed(i, window, true));
-      opts.progress?.(++done, total);
-      if (!asFilmed) continue;
-      filmed.push(await embed(i, window, false));
-      opts.progress?.(++done, total);
+      const e = await embed(i, window, asFilmed);
+      level.push(e.levelled);
+      if (asFilmed) filmed.push(e.filmed!);
+      done += asFilmed ? 2 : 1;
+      opts.progress?.(done, total);
     }
     out.set(cropKey(c, w, true), level);
     if (asFilmed) out.set(cropKey(c, w, false), filmed);

@@ -13,6 +13,7 @@ import { syntheticPart } from '../../src/demo/parts.ts';
 export { syntheticPart, syntheticProduct, type Defect, type ProductKind } from '../../src/demo/parts.ts';
 import { sha256 } from '../../src/util/files.ts';
 import { calibrate, type CalibrationOptions } from '../../src/calibrate/calibrate.ts';
+import type { CropEmbedder, CropWindow } from '../../src/route/scale-merge.ts';
 import { writeBundleFile } from '../../src/bundle/bundle-file.ts';
 
 export function tempDir(prefix: string): string {
@@ -143,4 +144,12 @@ export async function writeSyntheticBundle(dir: string, n = 20): Promise<{ backb
   const path = join(dir, 'line.hcebundle');
   writeBundleFile(path, bundle);
   return { backbone, bundle: path };
+}
+
+/** A CropEmbedder from one that embeds a single view: called levelled, then as filmed where asked (the calls a test records). */
+export function perView(embed: (image: number, window: CropWindow, level: boolean) => Promise<Float32Array>): CropEmbedder {
+  return async (image, window, asFilmed) => {
+    const levelled = await embed(image, window, true);
+    return asFilmed ? { levelled, filmed: await embed(image, window, false) } : { levelled };
+  };
 }
